@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.abc import Loader, MetaPathFinder
-from importlib.machinery import ModuleSpec
-from types import ModuleType
+
+TYPE_CHECKING = False  # not `from typing import ...`: typing and importlib.abc cost ~20 ms at interpreter start
+if TYPE_CHECKING:
+    from importlib.abc import Loader
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
 
 _PLUGIN = "anomalib_medclip"
 _TRIGGER = "anomalib.models"
 
 
-class _DeferredLoader(Loader):
+class _DeferredLoader:
     """Wraps an anomalib module's loader and loads the plugin when the outermost anomalib import completes."""
 
     depth = 0
@@ -51,7 +54,7 @@ class _DeferredLoader(Loader):
         return getattr(self._loader, name)
 
 
-class _AnomalibWatcher(MetaPathFinder):
+class _AnomalibWatcher:
     """Meta-path finder that only wraps the loaders of ``anomalib`` modules; it never finds anything itself."""
 
     def __init__(self) -> None:
@@ -89,7 +92,7 @@ def _import_plugin() -> None:
 
     try:
         importlib.import_module(_PLUGIN)
-    except Exception as err:  # noqa: BLE001 - the hook must never break plain anomalib
+    except Exception as err:
         warnings.warn(
             f"anomalib_medclip could not be loaded ({type(err).__name__}: {err}); its short names are unavailable. "
             "Set ANOMALIB_MEDCLIP_AUTOLOAD=0 to silence this, or import anomalib_medclip to see the full error.",

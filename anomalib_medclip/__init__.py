@@ -1,3 +1,32 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""anomalib-medclip: CLIP-based zero-/few-shot anomaly detection for medical images, as anomalib plugins."""
+"""anomalib-medclip: CLIP-based zero-/few-shot anomaly detection for medical images, as anomalib plugins.
+
+Importing the package registers its models and datamodules with anomalib's CLI (they become ``AnomalibModule`` /
+``AnomalibDataModule`` subclasses with unique short names). The ``anomalib_medclip.pth`` start-up hook does this import
+automatically after anomalib loads its models; see ``anomalib_medclip_bootstrap``.
+"""
+
+from anomalib_medclip import data, models
+from anomalib_medclip.models import VanillaCLIP, get_model, list_models
+
+__all__ = ["VanillaCLIP", "data", "get_model", "list_models", "register_anomalib_names"]
+__version__ = "0.1.0"
+
+
+def register_anomalib_names() -> None:
+    """Expose the plugin classes in ``anomalib.models`` / ``anomalib.data`` namespaces (opt-in).
+
+    anomalib's ``get_model({"class_path": ...})`` and ``get_datamodule`` (used by ``anomalib benchmark``) only look in
+    those namespaces. ``anomalib.models.get_model("VanillaCLIP")`` works without this.
+    """
+    import anomalib.data
+    import anomalib.models
+
+    for name in models.__all__:
+        if name[0].isupper():
+            setattr(anomalib.models, name, getattr(models, name))
+    for name in data.__all__:
+        obj = getattr(data, name)
+        if isinstance(obj, type) and issubclass(obj, anomalib.data.AnomalibDataModule):
+            setattr(anomalib.data, name, obj)

@@ -1,0 +1,17 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""The shared CLIP backbone: weight loading and layer-wise towers."""
+
+from anomalib_medclip.backbones.clip import CLIPBackbone, PosEmbedMode, VisualFeatures, resize_positional_embedding
+from anomalib_medclip.backbones.loading import Activation, ClipInfo, WeightsUnavailableError, create_clip
+
+__all__ = [
+    "Activation",
+    "CLIPBackbone",
+    "ClipInfo",
+    "PosEmbedMode",
+    "VisualFeatures",
+    "WeightsUnavailableError",
+    "create_clip",
+    "resize_positional_embedding",
+]

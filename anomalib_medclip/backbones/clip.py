@@ -1,0 +1,348 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""The one CLIP encoder wrapper shared by every model of the package.
+
+:class:`CLIPBackbone` owns a frozen open_clip model and runs both towers layer by layer, so that models can:
+
+- read intermediate patch tokens of chosen layers (1-indexed: layer ``l`` is the output of block ``l``);
+- inject deep prompts: text tokens that replace the positions right after SOS before chosen text layers, and visual
+  tokens appended after the patch tokens and replaced layer by layer (never replacing patch tokens);
+- take an extra value-value attention path on chosen visual layers (AnomalyCLIP's DPAM);
+- run at an input size other than the native one (positional embedding resized once, with a selectable kernel);
+- encode text only up to the longest end-of-text position, which is exact for CLIP's causal text mask, and cache the
+  features of fixed prompts.
+
+Without prompts the layer-wise forward reproduces ``encode_image`` / ``encode_text`` (tested). Everything is frozen
+(``requires_grad=False``, eval mode) except what a model unfreezes with
+:meth:`CLIPBackbone.unfreeze_last_visual_blocks`.
+
+Example:
+    >>> import torch
+    >>> backbone = CLIPBackbone("ViT-B-16", pretrained=None, image_size=64)
+    >>> out = backbone.encode_image(torch.rand(2, 3, 64, 64), out_layers=(6, 12))
+    >>> out.pooled.shape, [t.shape for t in out.patch_tokens]
+    (torch.Size([2, 512]), [torch.Size([2, 16, 768]), torch.Size([2, 16, 768])])
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
+from torch import nn
+
+from anomalib_medclip.backbones.loading import Activation, create_clip
+
+__all__ = ["CLIPBackbone", "PosEmbedMode", "VisualFeatures", "resize_positional_embedding"]
+
+PosEmbedMode = Literal["bilinear", "bicubic", "bicubic-antialias"]
+
+
+@dataclass
+class VisualFeatures:
+    """Output of :meth:`CLIPBackbone.encode_image`.
+
+    Attributes:
+        pooled: image embedding in the joint space, ``(B, D)`` (``ln_post`` on CLS, then ``proj``).
+        patch_tokens: raw patch tokens of each requested layer, ``(B, P, Dv)`` (CLS and prompt tokens removed);
+            from the value-value stream for layers on the V-V path.
+        cls_tokens: raw CLS token of each requested layer, ``(B, Dv)``.
+    """
+
+    pooled: torch.Tensor
+    patch_tokens: list[torch.Tensor]
+    cls_tokens: list[torch.Tensor]
+
+
+def resize_positional_embedding(pos: torch.Tensor, grid: int, mode: PosEmbedMode) -> torch.Tensor:
+    """Resize a ``(1 + g*g, D)`` ViT positional embedding to ``(1 + grid*grid, D)``, keeping the class position."""
+    old = round((pos.shape[0] - 1) ** 0.5)
+    if old == grid:
+        return pos
+    table = pos[1:].reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
+    if mode == "bilinear":
+        table = F.interpolate(table, size=(grid, grid), mode="bilinear", align_corners=False)
+    else:
+        table = F.interpolate(
+            table, size=(grid, grid), mode="bicubic", align_corners=False, antialias=mode != "bicubic"
+        )
+    table = table.permute(0, 2, 3, 1).reshape(grid * grid, -1).to(pos.dtype)
+    return torch.cat([pos[:1], table], dim=0)
+
+
+def _state_fingerprint(module: nn.Module) -> str:
+    """Short hash of a strided sample of every tensor: identifies frozen weights without hashing all of them."""
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        flat = value.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class CLIPBackbone(nn.Module):
+    """Frozen open_clip model with layer-wise access to both towers.
+
+    Args:
+        name: open_clip architecture or ``"hf-hub:<org>/<repo>"``.
+        pretrained: open_clip tag, local checkpoint file, or ``None`` for random weights (explicit, seeded).
+        image_size: input size in pixels; ``None`` keeps the native size.
+        activation: ``"auto"`` (what the weights were trained with), ``"gelu"`` or ``"quick_gelu"``.
+        pos_embed_mode: kernel used to resize the positional embedding when ``image_size`` differs from native.
+        seed: seed of the random initialisation when ``pretrained`` is ``None``.
+    """
+
+    def __init__(
+        self,
+        name: str = "ViT-B-16",
+        pretrained: str | Path | None = "openai",
+        *,
+        image_size: int | None = None,
+        activation: Activation = "auto",
+        pos_embed_mode: PosEmbedMode = "bicubic-antialias",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.clip, self.info = create_clip(name, pretrained, activation=activation, seed=seed)
+        self.clip.requires_grad_(False)
+        visual = self.clip.visual
+        if not isinstance(visual, VisionTransformer):
+            msg = (
+                f"Backbone '{name}' has a {type(visual).__name__} image tower; layer-wise features need an open_clip "
+                "VisionTransformer (ViT-B-16, ViT-B-16-plus-240, ViT-L-14-336, hf-hub:ryanyip7777/pmc_vit_l_14, ...)."
+            )
+            raise NotImplementedError(msg)
+        self.patch_size = int(visual.patch_size[0])
+        self.image_size = int(image_size or self.info.native_image_size)
+        if self.image_size % self.patch_size:
+            msg = f"image_size={self.image_size} must be a multiple of the patch size {self.patch_size} of '{name}'."
+            raise ValueError(msg)
+        self.grid_size = self.image_size // self.patch_size
+        self.pos_embed_mode = pos_embed_mode
+        resized = resize_positional_embedding(visual.positional_embedding.data, self.grid_size, pos_embed_mode)
+        visual.positional_embedding = nn.Parameter(resized, requires_grad=False)
+        visual.grid_size = (self.grid_size, self.grid_size)
+        visual.image_size = (self.image_size, self.image_size)
+        self.seed = seed
+        self.fingerprint = _state_fingerprint(self.clip)
+        self._text_cache: dict[tuple, torch.Tensor] = {}
+        self.clip.eval()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def visual_depth(self) -> int:
+        """Number of visual transformer blocks."""
+        return len(self.clip.visual.transformer.resblocks)
+
+    @property
+    def text_depth(self) -> int:
+        """Number of text transformer blocks."""
+        return len(self._text_blocks())
+
+    @property
+    def visual_width(self) -> int:
+        """Token width of the image tower."""
+        return int(self.clip.visual.transformer.width)
+
+    @property
+    def text_width(self) -> int:
+        """Token width of the text tower."""
+        return int(self.clip.token_embedding.weight.shape[1])
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the joint embedding space."""
+        return int(self.clip.visual.proj.shape[1])
+
+    @property
+    def num_patches(self) -> int:
+        """Patch tokens per image at the current input size."""
+        return self.grid_size**2
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """CLIP's learned inverse temperature ``exp(logit_scale)`` (a scalar tensor)."""
+        return self.clip.logit_scale.exp()
+
+    def identity(self) -> dict[str, object]:
+        """What rebuilds these frozen weights, plus a fingerprint to verify them."""
+        return {
+            "name": self.info.name,
+            "pretrained": self.info.pretrained,
+            "quick_gelu": self.info.quick_gelu,
+            "image_size": self.image_size,
+            "pos_embed_mode": self.pos_embed_mode,
+            "seed": self.seed if self.info.pretrained is None else None,
+            "fingerprint": self.fingerprint,
+        }
+
+    def train(self, mode: bool = True) -> CLIPBackbone:
+        """Keep the frozen CLIP in eval mode whatever the enclosing module does (it has no dropout to train)."""
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    def unfreeze_last_visual_blocks(self, n: int) -> list[nn.Parameter]:
+        """Make the last ``n`` visual blocks trainable and return their parameters."""
+        if not 0 <= n <= self.visual_depth:
+            msg = f"Cannot unfreeze {n} visual blocks: the image tower has {self.visual_depth}."
+            raise ValueError(msg)
+        params: list[nn.Parameter] = []
+        for block in list(self.clip.visual.transformer.resblocks)[self.visual_depth - n :]:
+            block.requires_grad_(True)
+            params.extend(block.parameters())
+        return params
+
+    # ------------------------------------------------------------------ text tower
+    def _text_blocks(self) -> nn.ModuleList:
+        transformer = getattr(self.clip, "transformer", None)
+        if transformer is None or getattr(self.clip, "text_pool_type", "argmax") != "argmax":
+            msg = (
+                f"Backbone '{self.info.name}' has no causal CLIP text tower (e.g. BiomedCLIP's PubMedBERT); "
+                "deep text prompts and EOT truncation are unavailable. Use a CLIP ViT backbone for prompt learning."
+            )
+            raise NotImplementedError(msg)
+        return transformer.resblocks
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Tokenise with the backbone's tokenizer, on the backbone's device."""
+        tokenizer = open_clip.get_tokenizer(self.info.name)
+        return tokenizer(list(texts)).to(self.clip.logit_scale.device)
+
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Word embeddings ``W_0`` of token ids, ``(N, L, Dt)``, without positional embedding."""
+        return self.clip.token_embedding(tokens)
+
+    def encode_text(
+        self,
+        tokens: torch.Tensor,
+        *,
+        embeddings: torch.Tensor | None = None,
+        deep_prompts: Mapping[int, torch.Tensor] | None = None,
+        normalize: bool = False,
+    ) -> torch.Tensor:
+        """Encode token ids, optionally with replaced word embeddings and deep prompts.
+
+        Args:
+            tokens: token ids ``(N, 77)``; their argmax marks the end-of-text position that is pooled.
+            embeddings: word embeddings ``(N, 77, Dt)`` to use instead of ``token_embedding(tokens)`` (learnable
+                contexts); positions past the longest EOT are ignored.
+            deep_prompts: ``{layer: (N | 1, m, Dt)}`` tokens that replace positions ``1..m`` of the hidden states
+                entering text layer ``layer`` (1-indexed, ``>= 2``; layer 1's input is ``embeddings``).
+            normalize: L2-normalise the output.
+
+        Returns:
+            Text features ``(N, D)``.
+        """
+        blocks = self._text_blocks()
+        eot = tokens.argmax(dim=-1)
+        length = int(eot.max()) + 1  # exact: the causal mask hides later positions from the EOT token
+        x = self.token_embeddings(tokens) if embeddings is None else embeddings
+        x = x[:, :length] + self.clip.positional_embedding[:length].to(x.dtype)
+        mask = self.clip.attn_mask[:length, :length] if self.clip.attn_mask is not None else None
+        for layer, block in enumerate(blocks, start=1):
+            if deep_prompts and layer in deep_prompts and layer > 1:
+                prompt = deep_prompts[layer].to(x.dtype).expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :1], prompt, x[:, 1 + prompt.shape[1] :]], dim=1)
+            x = block(x, attn_mask=mask)
+        x = self.clip.ln_final(x)[torch.arange(x.shape[0], device=x.device), eot]
+        x = (
+            self.clip.text_projection(x)
+            if isinstance(self.clip.text_projection, nn.Linear)
+            else x @ self.clip.text_projection
+        )
+        return F.normalize(x, dim=-1) if normalize else x
+
+    @torch.no_grad()
+    def encode_fixed_text(self, texts: Sequence[str], *, normalize: bool = True) -> torch.Tensor:
+        """Features of fixed prompts ``(N, D)``, cached per text list, device and dtype (the tower is frozen)."""
+        device = self.clip.logit_scale.device
+        key = (tuple(texts), normalize, str(device), self.clip.logit_scale.dtype)
+        if key not in self._text_cache:
+            self._text_cache[key] = self.encode_text(self.tokenize(texts), normalize=normalize)
+        return self._text_cache[key]
+
+    # ------------------------------------------------------------------ image tower
+    def _embed_image(self, images: torch.Tensor) -> torch.Tensor:
+        visual = self.clip.visual
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            msg = f"Expected images of {self.image_size}x{self.image_size} px, got {tuple(images.shape[-2:])}."
+            raise ValueError(msg)
+        x = visual.conv1(images.to(visual.conv1.weight.dtype)).flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        return visual.ln_pre(visual.patch_dropout(x))
+
+    @staticmethod
+    def _value_value_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Self-attention of the values with themselves (V-V), through the block's own projections."""
+        attn: nn.MultiheadAttention = block.attn
+        _, _, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        batch, length, width = v.shape
+        v = v.reshape(batch, length, attn.num_heads, width // attn.num_heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(v, v, v).transpose(1, 2).reshape(batch, length, width)
+        return block.ls_1(attn.out_proj(out))
+
+    def encode_image(
+        self,
+        images: torch.Tensor,
+        *,
+        out_layers: Sequence[int] = (),
+        visual_prompts: Mapping[int, torch.Tensor] | None = None,
+        vv_layers: Sequence[int] = (),
+    ) -> VisualFeatures:
+        """Run the image tower block by block.
+
+        Args:
+            images: normalised images ``(B, 3, S, S)`` with ``S = image_size``.
+            out_layers: 1-indexed layers whose tokens are returned.
+            visual_prompts: ``{layer: (B | 1, n, Dv)}`` tokens that replace the prompt tokens (appended after the
+                patch tokens) of the hidden states entering ``layer``; layers without an entry carry the previous
+                prompt outputs on.
+            vv_layers: layers that also feed a value-value stream (AnomalyCLIP's DPAM): it starts from the input of
+                the first of them and accumulates their V-V attention outputs (no MLP); returned patch tokens of
+                layers from the first V-V layer on come from that stream.
+
+        Returns:
+            :class:`VisualFeatures`.
+        """
+        visual = self.clip.visual
+        bad = [layer for layer in (*out_layers, *vv_layers) if not 1 <= layer <= self.visual_depth]
+        if bad:
+            msg = f"Layers {bad} are out of range 1..{self.visual_depth} for '{self.info.name}'."
+            raise ValueError(msg)
+        x = self._embed_image(images)
+        n_base = x.shape[1]
+        vv_start, vv = (min(vv_layers), None) if vv_layers else (None, None)
+        patches, classes = [], []
+        for layer, block in enumerate(visual.transformer.resblocks, start=1):
+            if visual_prompts and layer in visual_prompts:
+                prompt = visual_prompts[layer].to(x.dtype).expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :n_base], prompt], dim=1)
+                if vv is not None:
+                    vv = torch.cat([vv[:, :n_base], x[:, n_base:]], dim=1)
+            if layer == vv_start:
+                vv = x
+            if vv is not None and layer in vv_layers:
+                vv = vv + self._value_value_attention(block, x)
+            x = block(x)
+            if layer in out_layers:
+                source = vv if vv is not None else x
+                patches.append(source[:, 1:n_base])
+                classes.append(source[:, 0])
+        pooled, _ = visual._pool(x[:, :n_base])
+        return VisualFeatures(pooled @ visual.proj, patches, classes)
+
+    def project_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Map raw visual tokens ``(..., Dv)`` into the joint space with ``ln_post`` and ``proj``: ``(..., D)``."""
+        visual = self.clip.visual
+        return visual.ln_post(tokens) @ visual.proj

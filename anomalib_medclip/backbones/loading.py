@@ -1,0 +1,240 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""Build open_clip models with honest weight loading.
+
+``pretrained`` may be an open_clip tag (``"openai"``, ``"laion400m_e31"``, ...), a local checkpoint file, or
+``None`` for an explicitly random initialisation (seeded, so a checkpoint can rebuild it). Models named
+``"hf-hub:<org>/<repo>"`` (BiomedCLIP, PMC-CLIP community weights) carry their own weights.
+
+open_clip retries downloads for most of a minute before failing and, for some models, only logs "initialized
+randomly" when weights are missing. Here, weights are first looked up in the local caches; if they are absent and
+the hub cannot be reached (``HF_HUB_OFFLINE=1``, or a 3 s connection probe fails), :class:`WeightsUnavailableError`
+is raised at once, naming the backbone, the tag and the fixes. Nothing ever falls back to random weights.
+
+Example:
+    >>> model, info = create_clip("ViT-B-16", pretrained=None, seed=0)  # random init, offline
+    >>> info.quick_gelu, info.source
+    (False, 'random (seed 0)')
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import open_clip
+import torch
+from torch import nn
+
+__all__ = ["Activation", "ClipInfo", "WeightsUnavailableError", "create_clip"]
+
+logger = logging.getLogger(__name__)
+
+Activation = Literal["auto", "gelu", "quick_gelu"]
+HF_HUB_PREFIX = "hf-hub:"
+_HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+_PROBE_TIMEOUT_S = 3.0
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are neither cached locally nor reachable."""
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """What was built: enough to rebuild the same backbone and to preprocess its input."""
+
+    name: str
+    pretrained: str | None
+    quick_gelu: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    native_image_size: int
+    source: str
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_reachable() -> bool:
+    """Cheap connectivity probe of the Hugging Face endpoint (DNS + TCP connect, 3 s timeout)."""
+    if _hub_offline():
+        return False
+    from huggingface_hub import constants
+
+    parsed = urlparse(constants.ENDPOINT)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _cached_hf_file(repo_id: str, filenames: tuple[str, ...]) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        path = try_to_load_from_cache(repo_id.rstrip("/"), filename)
+        if isinstance(path, str) and Path(path).is_file():
+            return path
+    return None
+
+
+def _cached_tag_weights(cfg: dict) -> str | None:
+    """Local file holding the weights of an open_clip tag, from the HF cache or open_clip's URL cache."""
+    if cfg.get("hf_hub"):
+        parts = cfg["hf_hub"].strip("/").split("/")
+        repo_id, names = "/".join(parts[:2]), ("/".join(parts[2:]),) if len(parts) > 2 else _HF_WEIGHT_FILES
+        if found := _cached_hf_file(repo_id, names):
+            return found
+    if cfg.get("url"):
+        cache = Path(os.environ.get("OPEN_CLIP_CACHE", Path.home() / ".cache" / "clip"))
+        candidate = cache / Path(urlparse(cfg["url"]).path).name
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _unavailable(name: str, pretrained: str, detail: str) -> WeightsUnavailableError:
+    msg = (
+        f"Pretrained weights for backbone '{name}' with pretrained='{pretrained}' are not available: {detail}. "
+        "Fix one of: (1) connect to the internet once so open_clip can download them into the cache "
+        "(~/.cache/huggingface or ~/.cache/clip), and unset HF_HUB_OFFLINE; (2) pre-download them on another "
+        "machine and copy the cache; (3) pass a local checkpoint file, e.g. pretrained='/path/to/weights.bin'; "
+        "(4) for an offline smoke test only, pass pretrained=None for random weights (results are meaningless)."
+    )
+    return WeightsUnavailableError(msg)
+
+
+def _resolve_quick_gelu(name: str, pretrained_cfg: dict, activation: Activation) -> bool:
+    if activation != "auto":
+        return activation == "quick_gelu"
+    if "quick_gelu" in pretrained_cfg:  # what the weights were trained with
+        return bool(pretrained_cfg["quick_gelu"])
+    model_cfg = open_clip.get_model_config(name) or {}
+    return bool(model_cfg.get("quick_gelu", False))
+
+
+@contextmanager
+def _forced_hub_offline() -> Iterator[None]:
+    """Make huggingface_hub read only its cache (no retries against an unreachable network)."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def _build(name: str, pretrained: str | None, quick_gelu: bool, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]), redirect_stderr(StringIO()):
+        torch.manual_seed(seed)
+        return open_clip.create_model(
+            name, pretrained=pretrained, quick_gelu=quick_gelu, require_pretrained=bool(pretrained)
+        )
+
+
+def _create_from_tag(name: str, tag: str, activation: Activation, seed: int) -> tuple[nn.Module, bool, str]:
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if tag not in tags:
+        msg = (
+            f"Unknown pretrained tag '{tag}' for backbone '{name}'. Known tags: {tags or 'none'}. "
+            "Pass one of them, a local checkpoint file, or None for random weights."
+        )
+        raise ValueError(msg)
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    quick_gelu = _resolve_quick_gelu(name, cfg, activation)
+    if local := _cached_tag_weights(cfg):
+        return _build(name, local, quick_gelu, seed), quick_gelu, f"cache ({local})"
+    if not _hub_reachable():
+        detail = "not in the local cache and the hub is unreachable" + (" (HF_HUB_OFFLINE=1)" if _hub_offline() else "")
+        raise _unavailable(name, tag, detail)
+    try:
+        return _build(name, tag, quick_gelu, seed), quick_gelu, f"download ({tag})"
+    except RuntimeError as err:
+        raise _unavailable(name, tag, str(err)) from err
+
+
+def _create_from_hub(name: str, activation: Activation, seed: int) -> tuple[nn.Module, bool, str]:
+    repo_id = name.removeprefix(HF_HUB_PREFIX)
+    cached = _cached_hf_file(repo_id, ("open_clip_config.json",)) and _cached_hf_file(repo_id, _HF_WEIGHT_FILES)
+    if not cached and not _hub_reachable():
+        raise _unavailable(
+            name, "(weights from the hub id)", f"'{repo_id}' is not in the HF cache and the hub is unreachable"
+        )
+    quick_gelu = activation == "quick_gelu"
+    try:
+        if cached:
+            with _forced_hub_offline():
+                return _build(name, None, quick_gelu, seed), quick_gelu, f"cache ({repo_id})"
+        return _build(name, None, quick_gelu, seed), quick_gelu, f"download ({repo_id})"
+    except (RuntimeError, OSError) as err:
+        raise _unavailable(name, "(weights from the hub id)", str(err)) from err
+    except ImportError as err:
+        msg = f"Backbone '{name}' needs an optional package ({err}): `pip install 'anomalib-medclip[biomed]'`."
+        raise ImportError(msg) from err
+
+
+def create_clip(
+    name: str,
+    pretrained: str | Path | None,
+    *,
+    activation: Activation = "auto",
+    seed: int = 0,
+) -> tuple[nn.Module, ClipInfo]:
+    """Create an open_clip model and report how it was built.
+
+    Args:
+        name: open_clip architecture (``"ViT-L-14-336"``, ``"ViT-B-16-plus-240"``, ...) or ``"hf-hub:<org>/<repo>"``.
+        pretrained: open_clip tag, local checkpoint file, or ``None`` (random init from ``seed``).
+        activation: ``"auto"`` uses what the weights were trained with (QuickGELU for OpenAI weights, so
+            ``ViT-L-14-336`` + ``openai`` builds the QuickGELU variant); ``"gelu"``/``"quick_gelu"`` force one.
+        seed: seed of the random initialisation (only used when ``pretrained`` is ``None``).
+
+    Returns:
+        The model (eval mode) and a :class:`ClipInfo`.
+
+    Raises:
+        WeightsUnavailableError: weights not cached and not reachable.
+        ValueError: unknown architecture or tag.
+        FileNotFoundError: ``pretrained`` looks like a path that does not exist.
+    """
+    if not name.startswith(HF_HUB_PREFIX) and name not in open_clip.list_models():
+        msg = f"Unknown open_clip architecture '{name}'. Available: {open_clip.list_models()}."
+        raise ValueError(msg)
+    pretrained = str(pretrained) if pretrained not in {None, ""} else None
+    if name.startswith(HF_HUB_PREFIX):
+        model, quick_gelu, source = _create_from_hub(name, activation, seed)
+    elif pretrained is None:
+        quick_gelu = _resolve_quick_gelu(name, {}, activation)
+        model, source = _build(name, None, quick_gelu, seed), f"random (seed {seed})"
+        logger.warning("Backbone %s uses RANDOM weights (pretrained=None): scores are not meaningful.", name)
+    elif Path(pretrained).expanduser().is_file():
+        quick_gelu = _resolve_quick_gelu(name, {}, activation)
+        model, source = _build(name, str(Path(pretrained).expanduser()), quick_gelu, seed), f"file ({pretrained})"
+    elif any(sep in pretrained for sep in ("/", os.sep)) or pretrained.endswith((".pt", ".bin", ".safetensors")):
+        msg = f"Checkpoint file '{pretrained}' for backbone '{name}' does not exist."
+        raise FileNotFoundError(msg)
+    else:
+        model, quick_gelu, source = _create_from_tag(name, pretrained, activation, seed)
+    model.eval()
+    pcfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    mean = tuple(pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+    std = tuple(pcfg.get("std", open_clip.OPENAI_DATASET_STD))
+    size = pcfg.get("size", getattr(model.visual, "image_size", 224))
+    native = int(size[0] if isinstance(size, tuple | list) else size)
+    return model, ClipInfo(name, pretrained, quick_gelu, mean, std, native, source)

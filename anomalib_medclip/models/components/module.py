@@ -1,0 +1,65 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""What every CLIP model of the package shares on the Lightning side.
+
+- :meth:`MedCLIPModuleMixin.clip_pre_processor`: resize to the backbone's input size and normalise with the
+  statistics of its weights (read from open_clip's preprocess config, not from literals).
+- the object phrase of the prompts: the model's ``object_name`` if given, else the datamodule's ``object_name``
+  (e.g. ``"brain MRI scan"`` for BraTS), else ``"object"`` with a warning.
+- a default ``PostProcessor`` whatever the learning type (anomalib only gives one to ONE_CLASS models).
+- slim checkpoints (:class:`SlimCheckpointMixin`).
+
+Models subclass ``(MedCLIPModuleMixin, AnomalibModule)`` so that they stay direct ``AnomalibModule`` subclasses,
+which anomalib's ``get_model`` requires.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from torch import nn
+from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
+
+from anomalib_medclip.backbones import CLIPBackbone
+from anomalib_medclip.models.components.checkpoint import SlimCheckpointMixin
+from anomalib_medclip.prompts import DEFAULT_OBJECT
+
+__all__ = ["MedCLIPModuleMixin"]
+
+logger = logging.getLogger(__name__)
+
+
+class MedCLIPModuleMixin(SlimCheckpointMixin):
+    """Shared Lightning-side behaviour of the package's CLIP models."""
+
+    @staticmethod
+    def clip_pre_processor(backbone: CLIPBackbone, pre_processor: nn.Module | bool = True) -> nn.Module | bool:
+        """Resize + normalise for ``backbone`` when ``pre_processor`` is ``True``; otherwise pass it through."""
+        if pre_processor is not True:
+            return pre_processor
+        size = backbone.image_size
+        transform = Compose(
+            [
+                Resize((size, size), antialias=True, interpolation=InterpolationMode.BICUBIC),
+                Normalize(mean=backbone.info.mean, std=backbone.info.std),
+            ]
+        )
+        return PreProcessor(transform=transform)
+
+    @staticmethod
+    def configure_post_processor() -> PostProcessor:
+        """Normalisation and F1-adaptive thresholds learnt on the validation split."""
+        return PostProcessor()
+
+    def resolve_object_name(self, explicit: str | None) -> str:
+        """Object phrase for the prompts: explicit argument, then the datamodule's, then ``"object"``."""
+        if explicit:
+            return explicit
+        trainer = getattr(self, "_trainer", None)
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if name := getattr(datamodule, "object_name", None):
+            return str(name)
+        logger.warning("No object_name given and the datamodule has none: prompts use '%s'.", DEFAULT_OBJECT)
+        return DEFAULT_OBJECT

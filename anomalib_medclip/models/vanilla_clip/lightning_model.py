@@ -1,0 +1,122 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""VanillaCLIP: plain CLIP zero-shot prompts and last-layers fine-tuning (the cross-modal paper's baselines).
+
+- ``finetune_layers=0`` (default): zero-shot. anomalib only validates (to learn thresholds) and tests.
+- ``finetune_layers=N``: the last N visual blocks are trained with the image classification loss on the training
+  split's labelled images (the paper's CLIP^FT rows: Adam, lr 1e-5, batch 8, 10 epochs). anomalib only calls
+  ``fit`` for ``LearningType.ONE_CLASS``, so that is what this mode reports; it means "trainable" here.
+
+Example:
+    >>> from anomalib.engine import Engine  # doctest: +SKIP
+    >>> model = VanillaCLIP(backbone="ViT-L-14-336", pretrained="openai")  # doctest: +SKIP
+    >>> Engine().train(model, datamodule=DemoBraTS())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.visualization import Visualizer
+from torch import nn
+
+from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
+from anomalib_medclip.models.components import MedCLIPModuleMixin
+from anomalib_medclip.models.vanilla_clip.torch_model import VanillaCLIPModel, default_map_layers
+
+__all__ = ["VanillaCLIP"]
+
+
+class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
+    """Plain CLIP anomaly detection and segmentation.
+
+    Args:
+        backbone: open_clip architecture or ``hf-hub:`` id. Defaults to the paper's ``"ViT-L-14-336"``.
+        pretrained: open_clip tag, local weights file, or ``None`` for seeded random weights (offline tests/demos).
+        image_size: input size; ``None`` keeps the backbone's native size.
+        activation: ``"auto"`` (what the weights were trained with, QuickGELU for OpenAI), ``"gelu"``, ``"quick_gelu"``.
+        pos_embed_mode: positional-embedding resize kernel for a non-native ``image_size``.
+        seed: seed of the random backbone when ``pretrained`` is ``None``.
+        object_name: what the images show (``"brain MRI scan"``); ``None`` takes the datamodule's.
+        prompt_ensemble: average an ensemble of prompts instead of the two plain sentences.
+        map_layers: 1-indexed layers for the pixel map; ``None`` picks the quarters of the tower.
+        smoothing_sigma: Gaussian sigma (pixels) applied to the map.
+        finetune_layers: number of last visual blocks to train (0 = zero-shot).
+        lr: Adam learning rate for the fine-tuned blocks.
+        pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` = defaults).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "ViT-L-14-336",
+        pretrained: str | Path | None = "openai",
+        image_size: int | None = None,
+        activation: Activation = "auto",
+        pos_embed_mode: PosEmbedMode = "bicubic-antialias",
+        seed: int = 0,
+        object_name: str | None = None,
+        prompt_ensemble: bool = False,
+        map_layers: Sequence[int] | None = None,
+        smoothing_sigma: float = 4.0,
+        finetune_layers: int = 0,
+        lr: float = 1e-5,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        clip = CLIPBackbone(
+            backbone, pretrained, image_size=image_size, activation=activation, pos_embed_mode=pos_embed_mode, seed=seed
+        )
+        super().__init__(
+            pre_processor=self.clip_pre_processor(clip, pre_processor),
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        layers = tuple(map_layers) if map_layers is not None else default_map_layers(clip.visual_depth)
+        self.model = VanillaCLIPModel(clip, layers, prompt_ensemble=prompt_ensemble, smoothing_sigma=smoothing_sigma)
+        self.finetune_params = clip.unfreeze_last_visual_blocks(finetune_layers)
+        self.object_name = object_name
+        self.lr = lr
+
+    def setup(self, stage: str | None = None) -> None:
+        """Encode the prompts once the datamodule (and so the object phrase) is known."""
+        del stage
+        if self.model.text_features.numel() == 0:
+            self.model.setup(self.resolve_object_name(self.object_name))
+
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Cross-entropy of the normal/anomalous image logits against the labels."""
+        del args, kwargs
+        logits, _ = self.model.image_logits(batch.image)
+        loss = F.cross_entropy(logits, batch.gt_label.long())
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
+        """Predict on the validation batch (thresholds and normalisation are learnt from it)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | None:
+        """Adam over the fine-tuned blocks; nothing to optimise in zero-shot mode."""
+        return torch.optim.Adam(self.finetune_params, lr=self.lr) if self.finetune_params else None
+
+    @property
+    def learning_type(self) -> LearningType:
+        """ZERO_SHOT without fine-tuning; ONE_CLASS (= trainable, so anomalib calls ``fit``) with it."""
+        return LearningType.ONE_CLASS if self.finetune_params else LearningType.ZERO_SHOT
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No sanity validation: it would learn thresholds before training. Epochs stay the user's choice."""
+        return {"num_sanity_val_steps": 0}
