@@ -1,0 +1,88 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""The stock ``anomalib`` command and anomalib's registry see the plugin; start-up stays light."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ANOMALIB = shutil.which("anomalib") or str(Path(sys.executable).parent / "anomalib")
+TINY = ["--model.backbone", "ViT-B-16", "--model.pretrained", "null", "--model.image_size", "32"]
+
+
+def _run(args: list[str], cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def _python(code: str, **env: str) -> str:
+    proc = _run([sys.executable, "-c", code], **env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_interpreter_start_imports_nothing_heavy() -> None:
+    loaded = (
+        "import sys; print(sorted(m for m in ('torch', 'anomalib', 'anomalib_medclip', 'typing') if m in sys.modules))"
+    )
+    assert _python(loaded) == "[]"
+    assert _python("import anomalib, sys; print('torch' in sys.modules, 'anomalib_medclip' in sys.modules)") == (
+        "False False"
+    )
+
+
+def test_plugin_loads_after_anomalib_models_and_can_be_switched_off() -> None:
+    code = "import anomalib.models, sys; print('anomalib_medclip' in sys.modules)"
+    assert _python(code).endswith("True")
+    assert _python(code, ANOMALIB_MEDCLIP_AUTOLOAD="0").endswith("False")
+
+
+def test_anomalib_get_model_finds_plugin_by_short_name() -> None:
+    code = (
+        "from anomalib.models import get_model\n"
+        "m = get_model('VanillaCLIP', backbone='ViT-B-16', pretrained=None, image_size=32)\n"
+        "print(type(m).__module__)"
+    )
+    assert _python(code).endswith("anomalib_medclip.models.vanilla_clip.lightning_model")
+
+
+def test_stock_cli_help_by_short_name_and_full_path() -> None:
+    proc = _run([ANOMALIB, "train", "--model.help", "VanillaCLIP"])
+    assert proc.returncode == 0, proc.stderr
+    assert "--model.finetune_layers" in proc.stdout
+    proc = _run([ANOMALIB, "train", "--model", "VanillaCLIP", "--help"])
+    assert proc.returncode == 0, proc.stderr
+    proc = _run(
+        [ANOMALIB, "train", "--model.help", "anomalib_medclip.models.VanillaCLIP"], ANOMALIB_MEDCLIP_AUTOLOAD="0"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--model.object_name" in proc.stdout
+
+
+def test_stock_cli_train_then_test_from_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+    data = [
+        "--data", "Folder", "--data.name", "toy", "--data.root", str(image_folder), "--data.normal_dir", "good",
+        "--data.abnormal_dir", "bad", "--data.mask_dir", "masks", "--data.num_workers", "0",
+    ]  # fmt: skip
+    common = ["--model", "VanillaCLIP", *TINY, "--model.object_name", "toy", *data, "--trainer.accelerator", "cpu"]
+    proc = _run([ANOMALIB, "train", *common, "--default_root_dir", str(tmp_path / "results")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (ckpt,) = (tmp_path / "results").rglob("model.ckpt")
+    assert ckpt.stat().st_size < 5 * 2**20
+    proc = _run([ANOMALIB, "test", *common, "--ckpt_path", str(ckpt)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "image_AUROC" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("argv", "seed"), [(["--seed_everything", "3"], 3), (["--seed_everything=5"], 5), ([], None)])
+def test_fallback_cli_reads_seed(argv: list[str], seed: int | None) -> None:
+    from anomalib_medclip.cli import _seed_from_argv
+
+    assert _seed_from_argv(["train", *argv]) == seed
