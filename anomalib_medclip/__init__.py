@@ -8,9 +8,10 @@ automatically after anomalib loads its models; see ``anomalib_medclip_bootstrap`
 """
 
 from anomalib_medclip import data, models
+from anomalib_medclip.demo import DemoImages
 from anomalib_medclip.models import VanillaCLIP, get_model, list_models
 
-__all__ = ["VanillaCLIP", "data", "get_model", "list_models", "register_anomalib_names"]
+__all__ = ["DemoImages", "VanillaCLIP", "data", "get_model", "list_models", "register_anomalib_names"]
 __version__ = "0.1.0"
 
 
@@ -26,7 +27,6 @@ def register_anomalib_names() -> None:
     for name in models.__all__:
         if name[0].isupper():
             setattr(anomalib.models, name, getattr(models, name))
-    for name in data.__all__:
-        obj = getattr(data, name)
+    for obj in [DemoImages, *(getattr(data, name) for name in data.__all__)]:
         if isinstance(obj, type) and issubclass(obj, anomalib.data.AnomalibDataModule):
-            setattr(anomalib.data, name, obj)
+            setattr(anomalib.data, obj.__name__, obj)

@@ -7,14 +7,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
-os.environ.setdefault("ANOMALIB_MEDCLIP_AUTOLOAD", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (read when huggingface_hub is imported)
 
-SMALL = {"backbone": "ViT-B-16", "pretrained": None, "image_size": 32}
+from anomalib_medclip.demo import make_demo_images
 
 
 @pytest.fixture(scope="session")
@@ -25,26 +22,7 @@ def small_backbone():
     return CLIPBackbone("ViT-B-16", None, image_size=32)
 
 
-def write_image_folder(root: Path, n_normal: int = 6, n_abnormal: int = 6, size: int = 48, seed: int = 0) -> Path:
-    """Grey images with bright square 'lesions' and their masks, in anomalib Folder layout."""
-    rng = np.random.default_rng(seed)
-    for sub in ("good", "bad", "masks"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(n_normal):
-        img = (rng.normal(0.4, 0.05, (size, size)) * 255).clip(0, 255).astype(np.uint8)
-        Image.fromarray(img).convert("RGB").save(root / "good" / f"n{i:03d}.png")
-    for i in range(n_abnormal):
-        img = rng.normal(0.4, 0.05, (size, size))
-        mask = np.zeros((size, size), np.uint8)
-        y, x = rng.integers(4, size - 16, 2)
-        img[y : y + 12, x : x + 12] = 0.95
-        mask[y : y + 12, x : x + 12] = 255
-        Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8)).convert("RGB").save(root / "bad" / f"a{i:03d}.png")
-        Image.fromarray(mask).save(root / "masks" / f"a{i:03d}.png")
-    return root
-
-
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """A tiny segmentation dataset in anomalib Folder layout."""
-    return write_image_folder(tmp_path / "folder")
+    return make_demo_images(tmp_path / "folder", n_normal=6, n_abnormal=6, size=48)

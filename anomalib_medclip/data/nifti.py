@@ -1,0 +1,197 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""NIfTI volume reading in canonical (RAS+) orientation, slice display orientation and the way back.
+
+Every 3D dataset of the package reads scans through :func:`read_volume`, so that all of them agree on one voxel order:
+the closest canonical orientation of the file (``nibabel.as_closest_canonical`` semantics, RAS+: the first array axis
+grows towards the patient's Right, the second towards Anterior, the third towards Superior). Axial slices are
+``data[:, :, z]``. A 2D model sees the slice through :func:`slice_to_image`, a radiological view (anterior at the
+top, the patient's right on the image's left); :func:`image_to_slice` is its exact inverse, so that anomaly maps
+can be put back into the volume. :func:`to_source_orientation` turns a canonical array back into the file's own
+voxel order, so that it can be saved with ``Volume.source_affine`` and overlay the original scan voxel for voxel.
+
+Only permutations and flips of axes are involved (no resampling), so every round trip is exact.
+
+Example:
+    >>> import numpy as np
+    >>> image = slice_to_image(np.arange(6.0).reshape(3, 2))
+    >>> image.shape
+    (2, 3)
+    >>> np.array_equal(image_to_slice(image), np.arange(6.0).reshape(3, 2))
+    True
+
+See Also:
+    ``anomalib_medclip.data.brats`` for the slice datasets built on it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+__all__ = [
+    "Volume",
+    "image_to_slice",
+    "read_volume",
+    "slice_to_image",
+    "to_canonical_orientation",
+    "to_source_orientation",
+]
+
+_RAS = axcodes2ornt(("R", "A", "S"))
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D scan in canonical RAS+ orientation, with what is needed to map results back to the file.
+
+    Attributes:
+        data: Voxel array of shape ``(X, Y, Z)`` in canonical orientation.
+        affine: Canonical voxel-to-world ``(4, 4)`` affine (it maps ``data`` indices to scanner mm).
+        source_shape: Shape of the array as stored in the file (without a trailing singleton 4th dimension).
+        source_affine: Affine of the file, for saving results with :func:`to_source_orientation`.
+        spacing: Canonical voxel sizes in mm, ``(sx, sy, sz)``.
+        path: The file that was read.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    source_shape: tuple[int, int, int]
+    source_affine: np.ndarray
+    spacing: tuple[float, float, float]
+    path: Path
+
+
+def _load_image(path: Path) -> nib.Nifti1Image:
+    """Open a NIfTI header and check the array is 3D (a trailing singleton 4th dimension is dropped)."""
+    if not path.is_file():
+        msg = f"NIfTI file {path} does not exist. Check the dataset root and the file name."
+        raise FileNotFoundError(msg)
+    try:
+        image = nib.load(path)
+    except _READ_ERRORS as err:
+        msg = f"Cannot read the NIfTI header of {path}: {err}. The file is truncated or not NIfTI; re-download it."
+        raise ValueError(msg) from err
+    shape = image.shape
+    if len(shape) == 4 and shape[3] == 1:
+        image = image.slicer[:, :, :, 0]
+    elif len(shape) != 3:
+        msg = f"NIfTI file {path} has shape {shape}; expected a 3D volume (X, Y, Z), optionally (X, Y, Z, 1)."
+        raise ValueError(msg)
+    return image
+
+
+def _canonical_transform(source_affine: np.ndarray) -> np.ndarray:
+    """Orientation transform (nibabel ``ornt`` array) from the file's voxel axes to RAS+."""
+    return ornt_transform(io_orientation(source_affine), _RAS)
+
+
+def to_canonical_orientation(source_xyz: np.ndarray, source_affine: np.ndarray) -> np.ndarray:
+    """Reorder an array stored in a file's voxel order into canonical RAS+ order (as :func:`read_volume` does).
+
+    Args:
+        source_xyz: Array whose first three axes follow the file's voxel axes (extra trailing axes are kept).
+        source_affine: The file's ``(4, 4)`` affine.
+
+    Returns:
+        The array with its first three axes permuted and flipped to RAS+.
+    """
+    return apply_orientation(source_xyz, _canonical_transform(np.asarray(source_affine)))
+
+
+def to_source_orientation(canonical_xyz: np.ndarray, source_affine: np.ndarray) -> np.ndarray:
+    """Reorder a canonical (RAS+) array back into a file's voxel order, the inverse of :func:`to_canonical_orientation`.
+
+    The result can be saved with ``nib.Nifti1Image(result, source_affine)`` and overlays the source scan exactly.
+
+    Args:
+        canonical_xyz: Array whose first three axes are in RAS+ order (e.g. an anomaly map stacked from slices).
+        source_affine: The ``(4, 4)`` affine of the file the canonical array was read from.
+
+    Returns:
+        The array with its first three axes in the file's voxel order.
+    """
+    to_source = ornt_transform(_RAS, io_orientation(np.asarray(source_affine)))
+    return apply_orientation(canonical_xyz, to_source)
+
+
+def _read_array(image: nib.Nifti1Image, path: Path, dtype: np.dtype | type) -> np.ndarray:
+    """Decode the voxel array with header scaling, turning decompression errors into a ``ValueError``."""
+    try:
+        if np.issubdtype(dtype, np.floating):
+            return image.get_fdata(dtype=dtype)
+        return np.asanyarray(image.dataobj).astype(dtype, copy=False)
+    except _READ_ERRORS as err:
+        msg = f"Cannot decode the voxel data of {path}: {err}. The file is truncated or corrupt; re-download it."
+        raise ValueError(msg) from err
+
+
+def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32) -> Volume:
+    """Read a 3D NIfTI scan into canonical RAS+ orientation.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        dtype: Output dtype. Floating dtypes apply the header's scaling (``get_fdata``); integer dtypes
+            (e.g. ``np.uint8`` for label maps) cast the stored values. Defaults to ``np.float32``.
+
+    Returns:
+        The :class:`Volume`.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file is truncated or corrupt, is not 3D, or holds NaN or infinite values.
+    """
+    path = Path(path)
+    image = _load_image(path)
+    data = _read_array(image, path, dtype)
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        bad = int(data.size - np.isfinite(data).sum())
+        msg = f"NIfTI file {path} holds {bad} NaN or infinite voxels; expected finite intensities. Fix the scan."
+        raise ValueError(msg)
+    source_affine = np.asarray(image.affine, dtype=np.float64)
+    transform = _canonical_transform(source_affine)
+    canonical = np.ascontiguousarray(apply_orientation(data, transform))
+    affine = source_affine @ inv_ornt_aff(transform, data.shape)
+    spacing = tuple(float(s) for s in nib.affines.voxel_sizes(affine))
+    return Volume(
+        data=canonical,
+        affine=affine,
+        source_shape=tuple(int(s) for s in data.shape),
+        source_affine=source_affine,
+        spacing=spacing,
+        path=path,
+    )
+
+
+def slice_to_image(slice_xy: np.ndarray) -> np.ndarray:
+    """Turn a canonical axial slice ``data[:, :, z]`` (X, Y) into the (H, W) image a 2D model sees.
+
+    Radiological display: anterior at the top (row 0 is the most anterior voxel row) and the patient's right on
+    the left of the image (column 0 is the most rightward voxel). ``H = Y`` and ``W = X``; trailing axes are kept.
+
+    Args:
+        slice_xy: Array of shape ``(X, Y, ...)`` in RAS+ order.
+
+    Returns:
+        Contiguous array of shape ``(Y, X, ...)``.
+    """
+    return np.ascontiguousarray(np.flip(np.swapaxes(slice_xy, 0, 1), axis=(0, 1)))
+
+
+def image_to_slice(image_hw: np.ndarray) -> np.ndarray:
+    """Exact inverse of :func:`slice_to_image`: map an (H, W) image (e.g. an anomaly map) back to slice order (X, Y).
+
+    Args:
+        image_hw: Array of shape ``(H, W, ...)`` in display orientation.
+
+    Returns:
+        Contiguous array of shape ``(W, H, ...)`` = ``(X, Y, ...)`` that can be written to ``data[:, :, z]``.
+    """
+    return np.ascontiguousarray(np.swapaxes(np.flip(image_hw, axis=(0, 1)), 0, 1))
