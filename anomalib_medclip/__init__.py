@@ -9,9 +9,17 @@ automatically after anomalib loads its models; see ``anomalib_medclip_bootstrap`
 
 from anomalib_medclip import data, models
 from anomalib_medclip.demo import DemoImages
-from anomalib_medclip.models import VanillaCLIP, get_model, list_models
+from anomalib_medclip.models import MedCrossModalCLIP, VanillaCLIP, get_model, list_models
 
-__all__ = ["DemoImages", "VanillaCLIP", "data", "get_model", "list_models", "register_anomalib_names"]
+__all__ = [
+    "DemoImages",
+    "MedCrossModalCLIP",
+    "VanillaCLIP",
+    "data",
+    "get_model",
+    "list_models",
+    "register_anomalib_names",
+]
 __version__ = "0.1.0"
 
 

@@ -228,6 +228,7 @@ class CLIPBackbone(nn.Module):
         *,
         embeddings: torch.Tensor | None = None,
         deep_prompts: Mapping[int, torch.Tensor] | None = None,
+        additive: bool = False,
         normalize: bool = False,
     ) -> torch.Tensor:
         """Encode token ids, optionally with replaced word embeddings and deep prompts.
@@ -236,31 +237,51 @@ class CLIPBackbone(nn.Module):
             tokens: token ids ``(N, 77)``; their argmax marks the end-of-text position that is pooled.
             embeddings: word embeddings ``(N, 77, Dt)`` to use instead of ``token_embedding(tokens)`` (learnable
                 contexts); positions past the longest EOT are ignored.
-            deep_prompts: ``{layer: (N | 1, m, Dt)}`` tokens that replace positions ``1..m`` of the hidden states
-                entering text layer ``layer`` (1-indexed, ``>= 2``; layer 1's input is ``embeddings``).
+            deep_prompts: ``{layer: (N | 1, m, Dt)}`` tokens for positions ``1..m`` of the hidden states entering
+                text layer ``layer`` (1-indexed, ``>= 2``; layer 1's input is ``embeddings``).
+            additive: add the deep prompts to those hidden states instead of replacing them.
             normalize: L2-normalise the output.
 
         Returns:
             Text features ``(N, D)``.
         """
+        return self.encode_text_with_states(
+            tokens, embeddings=embeddings, deep_prompts=deep_prompts, additive=additive, normalize=normalize
+        )[0]
+
+    def encode_text_with_states(
+        self,
+        tokens: torch.Tensor,
+        *,
+        embeddings: torch.Tensor | None = None,
+        deep_prompts: Mapping[int, torch.Tensor] | None = None,
+        additive: bool = False,
+        normalize: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """As :meth:`encode_text`, also returning the end-of-text hidden state after each layer.
+
+        Returns:
+            Text features ``(N, D)`` and ``depth + 1`` EOT states ``(N, Dt)``: the input of layer 1, then the output
+            of each layer.
+        """
         blocks = self._text_blocks()
-        eot = tokens.argmax(dim=-1)
+        rows, eot = torch.arange(tokens.shape[0], device=tokens.device), tokens.argmax(dim=-1)
         length = int(eot.max()) + 1  # exact: the causal mask hides later positions from the EOT token
         x = self.token_embeddings(tokens) if embeddings is None else embeddings
         x = x[:, :length] + self.clip.positional_embedding[:length].to(x.dtype)
         mask = self.clip.attn_mask[:length, :length] if self.clip.attn_mask is not None else None
+        states = [x[rows, eot]]
         for layer, block in enumerate(blocks, start=1):
             if deep_prompts and layer in deep_prompts and layer > 1:
                 prompt = deep_prompts[layer].to(x.dtype).expand(x.shape[0], -1, -1)
-                x = torch.cat([x[:, :1], prompt, x[:, 1 + prompt.shape[1] :]], dim=1)
+                slots = x[:, 1 : 1 + prompt.shape[1]] + prompt if additive else prompt
+                x = torch.cat([x[:, :1], slots, x[:, 1 + prompt.shape[1] :]], dim=1)
             x = block(x, attn_mask=mask)
-        x = self.clip.ln_final(x)[torch.arange(x.shape[0], device=x.device), eot]
-        x = (
-            self.clip.text_projection(x)
-            if isinstance(self.clip.text_projection, nn.Linear)
-            else x @ self.clip.text_projection
-        )
-        return F.normalize(x, dim=-1) if normalize else x
+            states.append(x[rows, eot])
+        x = self.clip.ln_final(x)[rows, eot]
+        projection = self.clip.text_projection
+        x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+        return (F.normalize(x, dim=-1) if normalize else x), states
 
     @torch.no_grad()
     def encode_fixed_text(self, texts: Sequence[str], *, normalize: bool = True) -> torch.Tensor:
@@ -272,15 +293,19 @@ class CLIPBackbone(nn.Module):
         return self._text_cache[key]
 
     # ------------------------------------------------------------------ image tower
-    def _embed_image(self, images: torch.Tensor) -> torch.Tensor:
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """``E_0``: CLS + patch embeddings with positional embedding, before ``ln_pre``, ``(B, 1 + P, Dv)``."""
         visual = self.clip.visual
         if images.shape[-2:] != (self.image_size, self.image_size):
             msg = f"Expected images of {self.image_size}x{self.image_size} px, got {tuple(images.shape[-2:])}."
             raise ValueError(msg)
         x = visual.conv1(images.to(visual.conv1.weight.dtype)).flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-        return visual.ln_pre(visual.patch_dropout(x))
+        return torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+
+    def _embed_image(self, images: torch.Tensor) -> torch.Tensor:
+        visual = self.clip.visual
+        return visual.ln_pre(visual.patch_dropout(self.embed_patches(images)))
 
     @staticmethod
     def _value_value_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
