@@ -66,7 +66,7 @@ def test_stock_cli_help_by_short_name_and_full_path() -> None:
     assert "--model.object_name" in proc.stdout
 
 
-def test_stock_cli_train_then_test_from_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+def test_stock_cli_train_test_predict_from_checkpoint(image_folder: Path, tmp_path: Path) -> None:
     data = [
         "--data", "Folder", "--data.name", "toy", "--data.root", str(image_folder), "--data.normal_dir", "good",
         "--data.abnormal_dir", "bad", "--data.mask_dir", "masks", "--data.num_workers", "0",
@@ -79,6 +79,21 @@ def test_stock_cli_train_then_test_from_checkpoint(image_folder: Path, tmp_path:
     proc = _run([ANOMALIB, "test", *common, "--ckpt_path", str(ckpt)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "image_AUROC" in proc.stdout + proc.stderr
+    predict = [
+        ANOMALIB,
+        "predict",
+        "--model",
+        "VanillaCLIP",
+        *TINY,
+        "--model.object_name",
+        "toy",
+        "--ckpt_path",
+        str(ckpt),
+    ]
+    proc = _run([*predict, "--data", str(image_folder / "bad"), "--trainer.accelerator", "cpu"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predicted = {p.name for p in (tmp_path / "results" / "VanillaCLIP" / "latest" / "images" / "bad").iterdir()}
+    assert predicted == {p.name for p in (image_folder / "bad").iterdir()}
 
 
 @pytest.mark.parametrize(("argv", "seed"), [(["--seed_everything", "3"], 3), (["--seed_everything=5"], 5), ([], None)])
