@@ -38,6 +38,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 __all__ = [
     "Volume",
     "image_to_slice",
+    "read_geometry",
     "read_volume",
     "slice_to_image",
     "to_canonical_orientation",
@@ -53,7 +54,7 @@ class Volume:
     """A 3D scan in canonical RAS+ orientation, with what is needed to map results back to the file.
 
     Attributes:
-        data: Voxel array of shape ``(X, Y, Z)`` in canonical orientation.
+        data: Voxel array of shape ``(X, Y, Z)`` in canonical orientation (often a Fortran-ordered view).
         affine: Canonical voxel-to-world ``(4, 4)`` affine (it maps ``data`` indices to scanner mm).
         source_shape: Shape of the array as stored in the file (without a trailing singleton 4th dimension).
         source_affine: Affine of the file, for saving results with :func:`to_source_orientation`.
@@ -157,7 +158,7 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32) -> Vol
         raise ValueError(msg)
     source_affine = np.asarray(image.affine, dtype=np.float64)
     transform = _canonical_transform(source_affine)
-    canonical = np.ascontiguousarray(apply_orientation(data, transform))
+    canonical = apply_orientation(data, transform)  # a view: axial slices of Fortran-ordered data stay contiguous
     affine = source_affine @ inv_ornt_aff(transform, data.shape)
     spacing = tuple(float(s) for s in nib.affines.voxel_sizes(affine))
     return Volume(
@@ -168,6 +169,26 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32) -> Vol
         spacing=spacing,
         path=path,
     )
+
+
+def read_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Read the canonical shape and affine of a NIfTI file from its header only (no voxel decoding).
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+
+    Returns:
+        ``(shape, affine)``: the shape and ``(4, 4)`` affine :func:`read_volume` would return.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the header is unreadable or the image is not 3D.
+    """
+    path = Path(path)
+    image = _load_image(path)
+    transform = _canonical_transform(np.asarray(image.affine, dtype=np.float64))
+    shape = tuple(int(image.shape[int(axis)]) for axis in np.argsort(transform[:, 0]))
+    return shape, image.affine @ inv_ornt_aff(transform, image.shape)
 
 
 def slice_to_image(slice_xy: np.ndarray) -> np.ndarray:

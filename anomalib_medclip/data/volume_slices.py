@@ -1,0 +1,145 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""A dataset that serves axial slices of NIfTI volumes as :class:`MedSliceItem`.
+
+The slice table (one row per axial slice: ``image_path`` = volume file, ``mask_path`` = label volume or ``""``,
+``label_index``, ``volume_id``, ``volume_index``, ``slice_index``, ``split``) is built by the dataset-specific
+``make_*_dataset`` functions (:mod:`anomalib_medclip.data.brats`); this module only reads it. Volumes are decoded
+lazily with :func:`~anomalib_medclip.data.nifti.read_volume` and kept in a small LRU cache. Each DataLoader worker
+holds its own copy of the dataset and therefore its own cache, so memory stays bounded to ``cache_size`` volumes
+(plus their label maps) per worker. Slices are served at native in-plane size in the radiological display
+orientation of :func:`~anomalib_medclip.data.nifti.slice_to_image`, scaled per slice to [0, 1] between the
+0.5th and 99.5th percentiles of the non-zero voxels, repeated to 3 channels; the model's ``PreProcessor`` resizes
+and normalises.
+
+Example:
+    >>> from anomalib_medclip.data import BraTS
+    >>> datamodule = BraTS(root="datasets/BraTS-MET")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anomalib.data import AnomalibDataset
+from anomalib.data.utils import LabelName
+from torchvision.transforms.v2 import Transform
+from torchvision.tv_tensors import Mask
+
+from anomalib_medclip.data.dataclasses import MedSliceBatch, MedSliceItem
+from anomalib_medclip.data.nifti import read_volume, slice_to_image
+
+__all__ = ["SLICE_COLUMNS", "NiftiSliceDataset", "scale_slice"]
+
+SLICE_COLUMNS = ("image_path", "mask_path", "label_index", "volume_id", "volume_index", "slice_index", "split")
+
+
+def scale_slice(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Scale a 2D slice to [0, 1] between percentiles of its non-zero voxels (zero background stays 0).
+
+    Args:
+        image: 2D intensity array.
+        low: Lower percentile. Defaults to ``0.5``.
+        high: Upper percentile. Defaults to ``99.5``.
+
+    Returns:
+        ``float32`` array of the same shape in [0, 1]; all zeros for an empty slice, and 1 on the non-zero voxels
+        of a constant slice (never NaN).
+    """
+    foreground = image != 0
+    values = image[foreground]
+    if values.size == 0:
+        return np.zeros(image.shape, dtype=np.float32)
+    lo, hi = np.percentile(values, (low, high))
+    if hi <= lo:
+        return foreground.astype(np.float32)
+    scaled = (image - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return np.clip(scaled, 0.0, 1.0, out=scaled).astype(np.float32, copy=False)
+
+
+class _VolumeCache:
+    """Least-recently-used cache of decoded volumes, keyed by ``(path, kind)``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._store: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+
+    def get(self, path: str, kind: Literal["image", "mask"]) -> np.ndarray:
+        key = (path, kind)
+        if key in self._store:
+            self._store.move_to_end(key)
+            return self._store[key]
+        array = read_volume(path).data if kind == "image" else read_volume(path, dtype=np.int32).data > 0
+        self._store[key] = array
+        while len(self._store) > self.size:
+            self._store.popitem(last=False)
+        return array
+
+
+class NiftiSliceDataset(AnomalibDataset):
+    """Axial slices of NIfTI volumes described by a slice table.
+
+    Unreadable volumes raise a ``ValueError`` naming the file; datasets check headers and label maps when they
+    build the table (see ``on_error`` of :func:`~anomalib_medclip.data.brats.make_brats_dataset`).
+
+    Args:
+        samples: Slice table with the columns of ``SLICE_COLUMNS`` and ``attrs["task"]``.
+        augmentations: Joint image/mask augmentations. Defaults to ``None``.
+        cache_size: Volumes (image and label map each) kept decoded per worker. Defaults to ``4``.
+    """
+
+    def __init__(self, samples: pd.DataFrame, augmentations: Transform | None = None, cache_size: int = 4) -> None:
+        super().__init__(augmentations=augmentations)
+        if cache_size < 1:
+            msg = f"cache_size={cache_size}; expected at least 1 volume per worker."
+            raise ValueError(msg)
+        self._cache = _VolumeCache(2 * cache_size)
+        self.samples = samples
+
+    @AnomalibDataset.samples.setter
+    def samples(self, samples: pd.DataFrame) -> None:
+        """Set the slice table, kept in ``(image_path, slice_index)`` order (anomalib's own sort is unstable)."""
+        missing = [column for column in SLICE_COLUMNS if column not in samples.columns]
+        if missing:
+            msg = f"Slice table lacks columns {missing}; expected {list(SLICE_COLUMNS)}."
+            raise ValueError(msg)
+        AnomalibDataset.samples.fset(self, samples)
+        ordered = self._samples.sort_values(["image_path", "slice_index"], kind="stable", ignore_index=True)
+        ordered.attrs = dict(samples.attrs)
+        self._samples = ordered
+
+    @property
+    def collate_fn(self) -> Callable[[list[MedSliceItem]], MedSliceBatch]:
+        """Collate slices into a :class:`MedSliceBatch`."""
+        return MedSliceBatch.collate
+
+    def __getitem__(self, index: int) -> MedSliceItem:
+        """Serve slice ``index`` as a 3-channel float image in [0, 1] at native in-plane size."""
+        row = self.samples.iloc[index]
+        z = int(row.slice_index)
+        label = int(row.label_index)
+        image = scale_slice(slice_to_image(self._cache.get(row.image_path, "image")[:, :, z]))
+        tensor = torch.from_numpy(np.repeat(image[None], 3, axis=0))
+        gt_mask = None
+        if row.mask_path and label != LabelName.UNKNOWN:
+            gt_mask = Mask(torch.from_numpy(slice_to_image(self._cache.get(row.mask_path, "mask")[:, :, z])))
+        if self.augmentations is not None:
+            if gt_mask is None:
+                tensor = self.augmentations(tensor)
+            else:
+                tensor, gt_mask = self.augmentations(tensor, gt_mask)
+        return MedSliceItem(
+            image=tensor,
+            gt_mask=gt_mask,
+            gt_label=None if label == LabelName.UNKNOWN else torch.tensor(label),
+            image_path=str(row.image_path),
+            mask_path=str(row.mask_path) if row.mask_path else None,
+            volume_id=str(row.volume_id),
+            volume_index=torch.tensor(int(row.volume_index)),
+            slice_index=torch.tensor(z),
+        )
