@@ -39,7 +39,7 @@ from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
 from torchvision.transforms.v2 import Transform
 
 from anomalib_medclip.data.nifti import read_geometry, read_volume
-from anomalib_medclip.data.volume_slices import NiftiSliceDataset
+from anomalib_medclip.data.volume_slices import NiftiSliceDataset, VolumeEvalLoadersMixin
 
 __all__ = ["BraTS", "BraTSDataset", "make_brats_dataset", "split_subjects"]
 
@@ -278,7 +278,7 @@ class BraTSDataset(NiftiSliceDataset):
         self.category = canonical_modality(modality)
 
 
-class BraTS(AnomalibDataModule):
+class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
     """BraTS slices split by subject into train (normal and tumour slices, labelled), val and test.
 
     anomalib's own split modes are slice-level, so both are set to ``FROM_DIR`` and the three splits are built

@@ -24,7 +24,7 @@ from anomalib.data.utils import LabelName, Split
 
 from anomalib_medclip.data.brats import MODALITY_ALIASES, Modality, canonical_modality
 from anomalib_medclip.data.nifti import read_geometry
-from anomalib_medclip.data.volume_slices import NiftiSliceDataset
+from anomalib_medclip.data.volume_slices import NiftiSliceDataset, VolumeEvalLoadersMixin
 
 __all__ = ["NiftiScans", "make_nifti_scans_dataset"]
 
@@ -76,7 +76,7 @@ def make_nifti_scans_dataset(path: str | Path, modality: Modality | str | None =
     return samples
 
 
-class NiftiScans(AnomalibDataModule):
+class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
     """Unlabelled scans for prediction; ``predict_dataloader`` (and ``test_dataloader``) serve every slice.
 
     Args:

@@ -199,3 +199,24 @@ def test_demo_datamodule_labels(tmp_path: Path) -> None:
     assert set(train.label_index) == {0, 1}
     assert not set(train.volume_id) & set(datamodule.test_data.samples.volume_id)
     assert len(list((tmp_path).glob(".demo-*"))) == 0  # no staging folder left behind
+
+
+@pytest.mark.parametrize(
+    ("lengths", "batch_size", "workers"), [([5, 3, 7], 2, 2), ([4, 4], 3, 1), ([1, 6, 2, 2], 4, 3)]
+)
+def test_volume_batch_sampler_pins_volumes_to_workers(lengths: list[int], batch_size: int, workers: int) -> None:
+    import pandas as pd
+
+    from anomalib_medclip.data.volume_slices import VolumeBatchSampler
+
+    paths = [f"v{i}.nii.gz" for i, n in enumerate(lengths) for _ in range(n)]
+    samples = pd.DataFrame({"image_path": paths})
+    batches = list(VolumeBatchSampler(samples, batch_size, workers))
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(len(paths)))  # every slice exactly once
+    assert all(len(batch) <= batch_size and len({paths[i] for i in batch}) == 1 for batch in batches)
+    owners: dict[str, set[int]] = {}
+    for k, batch in enumerate(batches):
+        owners.setdefault(paths[batch[0]], set()).add(k % max(1, workers))
+    # all but possibly the volume taken over at the tail are read by one worker only
+    assert sum(len(o) > 1 for o in owners.values()) <= 1
