@@ -101,3 +101,42 @@ def test_fallback_cli_reads_seed(argv: list[str], seed: int | None) -> None:
     from anomalib_medclip.cli import _seed_from_argv
 
     assert _seed_from_argv(["train", *argv]) == seed
+
+
+def _bmad_brain_tree(source: Path, root: Path) -> Path:
+    """A tiny BMAD Brain category (``train/good``, ``valid``/``test`` with ``img/`` and ``label/``) from demo images."""
+    normal, abnormal = sorted((source / "good").iterdir()), sorted((source / "bad").iterdir())
+    category = root / "BraTS2021_slice"
+    for split, part in (("valid", slice(0, 3)), ("test", slice(3, 6))):
+        copies = [(image, category / split / "good" / "img") for image in normal[part]]
+        for image in abnormal[part]:
+            copies += [(image, category / split / "Ungood" / "img")]
+            copies += [(source / "masks" / image.name, category / split / "Ungood" / "label")]
+        for src, target in copies:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, target)
+    (category / "train" / "good").mkdir(parents=True)
+    for image in normal[:3]:
+        shutil.copy(image, category / "train" / "good")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [
+        ("MedCrossModalCLIP", ["--data", "DemoBraTS", "--data.n_subjects", "4", "--trainer.max_epochs", "1"]),
+        ("VanillaCLIP", ["--data", "MedBMAD", "--data.category", "Brain"]),
+    ],
+)
+def test_stock_cli_on_medical_datamodules(model: str, data: list[str], image_folder: Path, tmp_path: Path) -> None:
+    demo = data[1] == "DemoBraTS"
+    root = str(tmp_path / "demo_brats") if demo else str(_bmad_brain_tree(image_folder, tmp_path / "bmad"))
+    args = ["--model", model, *TINY, *data, "--data.root", root, "--data.num_workers", "0"]
+    args += ["--trainer.accelerator", "cpu"]
+    proc = _run([ANOMALIB, "train", *args, "--default_root_dir", str(tmp_path / "results")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "image_AUROC" in proc.stdout
+    (ckpt,) = (tmp_path / "results").rglob("model.ckpt")
+    proc = _run([ANOMALIB, "test", *args, "--ckpt_path", str(ckpt)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "image_AUROC" in proc.stdout

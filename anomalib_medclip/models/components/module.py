@@ -7,6 +7,7 @@
 - the object phrase of the prompts: the model's ``object_name`` if given, else the datamodule's ``object_name``
   (e.g. ``"brain MRI scan"`` for BraTS), else ``"object"`` with a warning.
 - a default ``PostProcessor`` whatever the learning type (anomalib only gives one to ONE_CLASS models).
+- a visualiser that also handles slices of volumes (:class:`SliceVisualizer`).
 - slim checkpoints (:class:`SlimCheckpointMixin`).
 
 Models subclass ``(MedCLIPModuleMixin, AnomalibModule)`` so that they stay direct ``AnomalibModule`` subclasses,
@@ -25,6 +26,7 @@ from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Res
 from anomalib_medclip.backbones import CLIPBackbone
 from anomalib_medclip.models.components.checkpoint import SlimCheckpointMixin
 from anomalib_medclip.prompts import DEFAULT_OBJECT
+from anomalib_medclip.visualization import SliceVisualizer
 
 __all__ = ["MedCLIPModuleMixin"]
 
@@ -52,6 +54,11 @@ class MedCLIPModuleMixin(SlimCheckpointMixin):
     def configure_post_processor() -> PostProcessor:
         """Normalisation and F1-adaptive thresholds learnt on the validation split."""
         return PostProcessor()
+
+    @staticmethod
+    def configure_visualizer() -> SliceVisualizer:
+        """Anomalib's overlays, also for slices of volumes (whose ``image_path`` PIL cannot open)."""
+        return SliceVisualizer()
 
     def resolve_object_name(self, explicit: str | None) -> str:
         """Object phrase for the prompts: explicit argument, then the datamodule's, then ``"object"``."""

@@ -1,0 +1,105 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""Slice visualiser: anomalib's image overlays for slices of volumes, named after volume and slice.
+
+anomalib's ``ImageVisualizer`` opens ``image_path`` with PIL (a ``.nii.gz`` volume cannot be opened) and names files
+after it (every slice of a volume would overwrite one file). :class:`SliceVisualizer` renders slice batches from the
+tensors instead — the image de-normalised with the model's own pre-processing statistics — with anomalib's
+``visualize_image_item``, and saves ``<images>/<volume_id>_z<slice>.png``. Per volume it keeps at most
+``max_slices_per_volume`` files: lesion slices (ground truth, or predicted label when there is none) until the quota is
+full, and normal slices only up to a quarter of it. Batches without ``volume_id`` go to anomalib's own behaviour.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from anomalib.data import ImageItem
+from anomalib.visualization import ImageVisualizer
+from anomalib.visualization.image.item_visualizer import visualize_image_item
+from torchvision.transforms.v2 import Compose, Normalize
+
+__all__ = ["SliceVisualizer"]
+
+
+def _normalize_stats(pl_module: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    transform = getattr(getattr(pl_module, "pre_processor", None), "transform", None)
+    steps = transform.transforms if isinstance(transform, Compose) else [transform]
+    for step in steps:
+        if isinstance(step, Normalize):
+            return torch.tensor(step.mean).view(3, 1, 1), torch.tensor(step.std).view(3, 1, 1)
+    return None
+
+
+class SliceVisualizer(ImageVisualizer):
+    """Overlays of volume slices (image, ground truth, anomaly map, prediction).
+
+    Args:
+        max_slices_per_volume: files kept per volume (``None``: every slice).
+        **kwargs: passed to anomalib's ``ImageVisualizer`` (fields, overlays, sizes, ``output_dir``).
+    """
+
+    def __init__(self, max_slices_per_volume: int | None = 8, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if max_slices_per_volume is not None and max_slices_per_volume < 1:
+            msg = f"max_slices_per_volume={max_slices_per_volume}; expected None or at least 1."
+            raise ValueError(msg)
+        self.max_slices_per_volume = max_slices_per_volume
+        self._saved: Counter[str] = Counter()
+        self._saved_normal: Counter[str] = Counter()
+
+    def _keep(self, volume_id: str, lesion: bool) -> bool:
+        limit = self.max_slices_per_volume
+        if limit is None:
+            return True
+        if self._saved[volume_id] >= limit or (not lesion and self._saved_normal[volume_id] >= max(1, limit // 4)):
+            return False
+        self._saved[volume_id] += 1
+        self._saved_normal[volume_id] += not lesion
+        return True
+
+    def _render(self, trainer: Any, pl_module: Any, batch: Any) -> None:
+        output_dir = Path(self.output_dir or Path(trainer.default_root_dir) / "images")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        stats = _normalize_stats(pl_module)
+        for index, item in enumerate(batch):
+            label = item.gt_label if item.gt_label is not None else item.pred_label
+            if not self._keep(batch.volume_id[index], bool(label is not None and label)):
+                continue
+            image = item.image.detach().float().cpu()
+            image = (image * stats[1] + stats[0]).clamp(0, 1) if stats is not None else image.clamp(0, 1)
+            fields = {f: getattr(item, f) for f in ("gt_mask", "anomaly_map", "pred_mask", "gt_label", "pred_label")}
+            plain = ImageItem(image=image, pred_score=item.pred_score, **fields)
+            rendered = visualize_image_item(
+                plain,
+                fields=self.fields,
+                overlay_fields=self.overlay_fields,
+                field_size=self.field_size,
+                fields_config=self.fields_config,
+                overlay_fields_config=self.overlay_fields_config,
+                text_config=self.text_config,
+            )
+            if rendered is not None:
+                rendered.save(output_dir / f"{batch.volume_id[index]}_z{int(batch.slice_index[index]):03d}.png")
+
+    def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
+        """Render slice batches; other batches as anomalib does."""
+        if getattr(batch, "volume_id", None) is None:
+            super().on_test_batch_end(trainer, pl_module, outputs, batch, *args)
+        else:
+            self._render(trainer, pl_module, batch)
+
+    def on_predict_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
+        """Same as test."""
+        self.on_test_batch_end(trainer, pl_module, outputs, batch, *args)
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        """Start per-volume quotas afresh for every run."""
+        del trainer, pl_module
+        self._saved.clear()
+        self._saved_normal.clear()
+
+    on_predict_start = on_test_start
