@@ -17,6 +17,7 @@ which anomalib's ``get_model`` requires.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
@@ -35,6 +36,24 @@ logger = logging.getLogger(__name__)
 
 class MedCLIPModuleMixin(SlimCheckpointMixin):
     """Shared Lightning-side behaviour of the package's CLIP models."""
+
+    def init_with_backbone(self, components: dict[str, Any], **backbone_args: Any) -> CLIPBackbone:
+        """Build the shared CLIP backbone, then initialise ``AnomalibModule`` with pre-processing made for it.
+
+        The backbone must exist before ``AnomalibModule.__init__`` because the pre-processor (input size,
+        normalisation) depends on it and anomalib builds its components inside ``__init__``.
+
+        Args:
+            components: ``pre_processor``, ``post_processor``, ``evaluator``, ``visualizer`` as given to the model.
+            **backbone_args: ``name``, ``pretrained`` and keyword arguments of :class:`CLIPBackbone`.
+
+        Returns:
+            The backbone, for the model to hand to its torch model.
+        """
+        clip = CLIPBackbone(**backbone_args)
+        components = {**components, "pre_processor": self.clip_pre_processor(clip, components["pre_processor"])}
+        super().__init__(**components)  # -> AnomalibModule.__init__
+        return clip
 
     @staticmethod
     def clip_pre_processor(backbone: CLIPBackbone, pre_processor: nn.Module | bool = True) -> nn.Module | bool:

@@ -27,7 +27,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
+from anomalib_medclip.backbones import Activation, PosEmbedMode
 from anomalib_medclip.models.components import MedCLIPModuleMixin
 from anomalib_medclip.models.components.losses import MapLoss
 from anomalib_medclip.models.cross_modal_clip.torch_model import MedCrossModalCLIPModel
@@ -78,15 +78,12 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        clip = CLIPBackbone(
-            backbone, pretrained, image_size=image_size, activation=activation, pos_embed_mode=pos_embed_mode, seed=seed
-        )
-        super().__init__(
-            pre_processor=self.clip_pre_processor(clip, pre_processor),
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
+        components = {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator}
+        clip = self.init_with_backbone(
+            {**components, "visualizer": visualizer},
+            name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
+            pos_embed_mode=pos_embed_mode, seed=seed,
+        )  # fmt: skip
         with torch.random.fork_rng(devices=[]):  # the new blocks' initialisation is part of the model's identity
             torch.manual_seed(seed)
             self.model = MedCrossModalCLIPModel(

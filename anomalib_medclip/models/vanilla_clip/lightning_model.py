@@ -28,7 +28,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
+from anomalib_medclip.backbones import Activation, PosEmbedMode
 from anomalib_medclip.models.components import MedCLIPModuleMixin
 from anomalib_medclip.models.vanilla_clip.torch_model import VanillaCLIPModel, default_map_layers
 
@@ -73,15 +73,12 @@ class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        clip = CLIPBackbone(
-            backbone, pretrained, image_size=image_size, activation=activation, pos_embed_mode=pos_embed_mode, seed=seed
-        )
-        super().__init__(
-            pre_processor=self.clip_pre_processor(clip, pre_processor),
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
+        components = {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator}
+        clip = self.init_with_backbone(
+            {**components, "visualizer": visualizer},
+            name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
+            pos_embed_mode=pos_embed_mode, seed=seed,
+        )  # fmt: skip
         layers = tuple(map_layers) if map_layers is not None else default_map_layers(clip.visual_depth)
         self.model = VanillaCLIPModel(clip, layers, prompt_ensemble=prompt_ensemble, smoothing_sigma=smoothing_sigma)
         self.finetune_params = clip.unfreeze_last_visual_blocks(finetune_layers)
