@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -140,3 +141,48 @@ def test_stock_cli_on_medical_datamodules(model: str, data: list[str], image_fol
     proc = _run([ANOMALIB, "test", *args, "--ckpt_path", str(ckpt)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "image_AUROC" in proc.stdout
+    if demo:
+        _check_volume_outputs(tmp_path / "results", Path(root))
+        _check_predict_on_unlabelled_scan(model, ckpt, Path(root), tmp_path)
+
+
+def _check_volume_outputs(results: Path, root: Path) -> None:
+    """NIfTI outputs overlay the source scans; Dice recomputed from the written masks equals the CSV."""
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    (table_path,) = results.rglob("volumes/metrics_per_volume.csv")
+    table = pd.read_csv(table_path)
+    assert len(table) >= 1
+    assert {"voxel_auroc", "threshold_policy"} <= json.loads((table_path.parent / "summary.json").read_text()).keys()
+    for row in table.itertuples():
+        scan = nib.load(root / row.volume_id / f"{row.volume_id}-t2w.nii.gz")
+        seg = np.asanyarray(nib.load(root / row.volume_id / f"{row.volume_id}-seg.nii.gz").dataobj) > 0
+        for kind in ("anomaly_map", "pred_mask"):
+            out = nib.load(table_path.parent / f"{row.volume_id}_{kind}.nii.gz")
+            assert out.shape == scan.shape
+            assert np.allclose(out.affine, scan.affine)
+        pred = np.asanyarray(nib.load(table_path.parent / f"{row.volume_id}_pred_mask.nii.gz").dataobj) > 0
+        brain = np.asanyarray(scan.dataobj) > 0
+        p, g = pred & brain, seg & brain
+        dice = 2 * (p & g).sum() / (p.sum() + g.sum()) if g.any() else float("nan")
+        assert dice == pytest.approx(row.dice, abs=1e-6, nan_ok=True)
+    assert {p.name for p in table_path.parent.glob("*.png")} == {
+        "dice_2d_vs_3d.png", "dice_vs_distance.png", "lesion_size_vs_dice.png"
+    }  # fmt: skip
+
+
+def _check_predict_on_unlabelled_scan(model: str, ckpt: Path, root: Path, tmp_path: Path) -> None:
+    import nibabel as nib
+
+    scan = sorted(root.glob("*/*-t2w.nii.gz"))[0]
+    args = ["--model", model, *TINY, "--ckpt_path", str(ckpt), "--data", "NiftiScans", "--data.path", str(scan)]
+    proc = _run([ANOMALIB, "predict", *args, "--data.num_workers", "0", "--trainer.accelerator", "cpu"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stem = scan.name.removesuffix(".nii.gz")
+    (report,) = (tmp_path / "results").rglob(f"volumes/{stem}.json")
+    assert {"max_slice_score", "anomalous_volume_ml", "slices_flagged"} <= json.loads(report.read_text()).keys()
+    for kind in ("anomaly_map", "pred_mask"):
+        out = nib.load(report.parent / f"{stem}_{kind}.nii.gz")
+        assert out.shape == nib.load(scan).shape

@@ -7,7 +7,8 @@
 - the object phrase of the prompts: the model's ``object_name`` if given, else the datamodule's ``object_name``
   (e.g. ``"brain MRI scan"`` for BraTS), else ``"object"`` with a warning.
 - a default ``PostProcessor`` whatever the learning type (anomalib only gives one to ONE_CLASS models).
-- a visualiser that also handles slices of volumes (:class:`SliceVisualizer`).
+- a visualiser that also handles slices of volumes (:class:`SliceVisualizer`), and the 3D evaluation of volumes
+  (:class:`VolumeEvaluator`: NIfTI maps, per-volume metrics, reports).
 - slim checkpoints (:class:`SlimCheckpointMixin`).
 
 Models subclass ``(MedCLIPModuleMixin, AnomalibModule)`` so that they stay direct ``AnomalibModule`` subclasses,
@@ -28,6 +29,7 @@ from anomalib_medclip.backbones import CLIPBackbone
 from anomalib_medclip.models.components.checkpoint import SlimCheckpointMixin
 from anomalib_medclip.prompts import DEFAULT_OBJECT
 from anomalib_medclip.visualization import SliceVisualizer
+from anomalib_medclip.volumes import VolumeEvaluator
 
 __all__ = ["MedCLIPModuleMixin"]
 
@@ -37,23 +39,24 @@ logger = logging.getLogger(__name__)
 class MedCLIPModuleMixin(SlimCheckpointMixin):
     """Shared Lightning-side behaviour of the package's CLIP models."""
 
-    def init_with_backbone(self, components: dict[str, Any], **backbone_args: Any) -> CLIPBackbone:
-        """Build the shared CLIP backbone, then initialise ``AnomalibModule`` with pre-processing made for it.
+    @classmethod
+    def build_backbone(cls, components: dict[str, Any], **backbone_args: Any) -> tuple[CLIPBackbone, dict[str, Any]]:
+        """Build the shared CLIP backbone and the anomalib components to initialise the model with.
 
         The backbone must exist before ``AnomalibModule.__init__`` because the pre-processor (input size,
-        normalisation) depends on it and anomalib builds its components inside ``__init__``.
+        normalisation) depends on it and anomalib builds its components inside ``__init__``. The model then calls
+        ``super().__init__(**components)`` itself: Lightning's ``save_hyperparameters`` reads the init arguments
+        from the frame of the model's own ``__init__``.
 
         Args:
             components: ``pre_processor``, ``post_processor``, ``evaluator``, ``visualizer`` as given to the model.
             **backbone_args: ``name``, ``pretrained`` and keyword arguments of :class:`CLIPBackbone`.
 
         Returns:
-            The backbone, for the model to hand to its torch model.
+            The backbone and the components, with the pre-processor made for the backbone.
         """
         clip = CLIPBackbone(**backbone_args)
-        components = {**components, "pre_processor": self.clip_pre_processor(clip, components["pre_processor"])}
-        super().__init__(**components)  # -> AnomalibModule.__init__
-        return clip
+        return clip, {**components, "pre_processor": cls.clip_pre_processor(clip, components["pre_processor"])}
 
     @staticmethod
     def clip_pre_processor(backbone: CLIPBackbone, pre_processor: nn.Module | bool = True) -> nn.Module | bool:
@@ -78,6 +81,10 @@ class MedCLIPModuleMixin(SlimCheckpointMixin):
     def configure_visualizer() -> SliceVisualizer:
         """Anomalib's overlays, also for slices of volumes (whose ``image_path`` PIL cannot open)."""
         return SliceVisualizer()
+
+    def configure_callbacks(self) -> list[Any]:
+        """Anomalib's components, then the 3D evaluation (it must see post-processed batches; 2D data passes by)."""
+        return [*super().configure_callbacks(), VolumeEvaluator()]
 
     def resolve_object_name(self, explicit: str | None) -> str:
         """Object phrase for the prompts: explicit argument, then the datamodule's, then ``"object"``."""

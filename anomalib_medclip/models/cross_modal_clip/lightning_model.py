@@ -78,12 +78,13 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        components = {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator}
-        clip = self.init_with_backbone(
-            {**components, "visualizer": visualizer},
+        clip, components = self.build_backbone(
+            {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator,
+             "visualizer": visualizer},
             name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
             pos_embed_mode=pos_embed_mode, seed=seed,
         )  # fmt: skip
+        super().__init__(**components)
         with torch.random.fork_rng(devices=[]):  # the new blocks' initialisation is part of the model's identity
             torch.manual_seed(seed)
             self.model = MedCrossModalCLIPModel(

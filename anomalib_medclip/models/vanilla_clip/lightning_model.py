@@ -73,12 +73,13 @@ class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        components = {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator}
-        clip = self.init_with_backbone(
-            {**components, "visualizer": visualizer},
+        clip, components = self.build_backbone(
+            {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator,
+             "visualizer": visualizer},
             name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
             pos_embed_mode=pos_embed_mode, seed=seed,
         )  # fmt: skip
+        super().__init__(**components)
         layers = tuple(map_layers) if map_layers is not None else default_map_layers(clip.visual_depth)
         self.model = VanillaCLIPModel(clip, layers, prompt_ensemble=prompt_ensemble, smoothing_sigma=smoothing_sigma)
         self.finetune_params = clip.unfreeze_last_visual_blocks(finetune_layers)

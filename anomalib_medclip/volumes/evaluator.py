@@ -1,0 +1,296 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""``VolumeEvaluator``: 3D stacking, volumetric metrics, NIfTI/CSV/JSON/plot outputs of ``anomalib test``/``predict``.
+
+The models return this callback from ``configure_callbacks()`` after anomalib's own components, so it sees batches
+after the PostProcessor: anomaly maps are min-max normalised on the validation split and the F1-adaptive pixel
+threshold sits at 0.5. Batches without ``volume_id`` (plain 2D data) are ignored.
+
+Per volume, slices are buffered (float16, model resolution) and the volume is finalised as soon as all the slices the
+datamodule serves for it have arrived (memory stays bounded by the volumes in flight), else at epoch end:
+
+- stacked by ``slice_index``, resized to the native grid, optional 3D smoothing (``smoothing_sigma`` voxels);
+- thresholded by the policy — ``adaptive`` (default: anomalib's validation F1-optimal threshold, 0.5 on normalised
+  maps), ``fixed`` (``threshold``), or ``oracle`` (per volume, the Dice-optimal threshold on a 0.01 grid; reported as
+  such, an upper bound, never a deployable result) — then optional removal of components under
+  ``min_component_voxels``;
+- scored inside the brain (source image > 0) unless ``brain_only=False``; an empty-ground-truth volume is excluded
+  from Dice and counted in specificity;
+- written under ``<results>/volumes/``: ``<volume_id>_anomaly_map.nii.gz`` (float32) and
+  ``<volume_id>_pred_mask.nii.gz`` (uint8) with the source file's shape and affine.
+
+At test end: ``metrics_per_volume.csv``, ``summary.json`` (mean ± std, voxel AUROC/F1-max, threshold policy,
+normalisation, brain-mask choice, model and data identity), the BraTS study's plots, and the summary logged through
+``pl_module.log`` so it joins anomalib's results table. At predict end (no ground truth): ``<volume_id>.json`` with
+the maximum slice score, the predicted anomalous volume in ml and the flagged slices.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from lightning.pytorch import Callback
+
+from anomalib_medclip.data.nifti import read_volume, to_source_orientation
+from anomalib_medclip.volumes.metrics import VoxelCurves, dice_2d_mean, volume_scores
+from anomalib_medclip.volumes.plots import write_plots
+from anomalib_medclip.volumes.stacking import (
+    postprocess_volume,
+    remove_small_components,
+    stack_slices,
+    write_atomic,
+    write_nifti,
+)
+
+__all__ = ["ThresholdPolicy", "VolumeEvaluator"]
+
+logger = logging.getLogger(__name__)
+ThresholdPolicy = Literal["adaptive", "fixed", "oracle"]
+NORMALISATION = "anomalib PostProcessor: min-max on the validation split, F1-adaptive threshold mapped to 0.5"
+_STATS = ("dice", "sensitivity", "specificity", "ppv", "dice_2d_mean")
+CSV_COLUMNS = (
+    "volume_id", "dice", "sensitivity", "specificity", "ppv", "lesion_voxels", "predicted_voxels", "dice_2d_mean",
+)  # fmt: skip
+
+
+def _mean_std(values: pd.Series) -> dict[str, float | int]:
+    """Mean and population std over the defined (non-NaN) values, and how many there were."""
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=0)), "n": int(values.notna().sum())}
+
+
+class VolumeEvaluator(Callback):
+    """Regroup slice predictions into volumes, evaluate them in 3D and write aligned NIfTI maps.
+
+    Args:
+        threshold_policy: ``"adaptive"`` (default), ``"fixed"`` or ``"oracle"`` (see the module docstring).
+        threshold: the value used by the ``fixed`` policy, on normalised maps.
+        brain_only: count only voxels inside the brain (source image > 0).
+        smoothing_sigma: 3D Gaussian sigma in voxels applied to the stacked map (0 = off).
+        min_component_voxels: remove predicted components smaller than this (0 = off).
+        curve_thresholds: bins of the voxel AUROC / F1-max curves.
+    """
+
+    def __init__(
+        self,
+        threshold_policy: ThresholdPolicy = "adaptive",
+        threshold: float = 0.5,
+        brain_only: bool = True,
+        smoothing_sigma: float = 0.0,
+        min_component_voxels: int = 0,
+        curve_thresholds: int = 1000,
+    ) -> None:
+        if threshold_policy not in {"adaptive", "fixed", "oracle"}:
+            msg = f"threshold_policy='{threshold_policy}'; expected 'adaptive', 'fixed' or 'oracle'."
+            raise ValueError(msg)
+        self.threshold_policy = threshold_policy
+        self.threshold = threshold if threshold_policy == "fixed" else 0.5
+        self.brain_only = brain_only
+        self.smoothing_sigma = smoothing_sigma
+        self.min_component_voxels = min_component_voxels
+        self.curve_thresholds = curve_thresholds
+        self._reset()
+
+    def _reset(self) -> None:
+        self._maps: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
+        self._scores: dict[str, dict[int, float]] = defaultdict(dict)
+        self._paths: dict[str, tuple[str, str | None]] = {}
+        self._expected: dict[str, int] = {}
+        self._rows: list[dict[str, Any]] = []
+        self._slices: list[dict[str, Any]] = []
+        self._curves = VoxelCurves(self.curve_thresholds)
+        self._output: Path | None = None
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        """Reset, and learn how many slices each test volume has from the datamodule."""
+        self._start(trainer, "test_data")
+
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        """Reset, and learn how many slices each volume has from the datamodule."""
+        self._start(trainer, "test_data")
+
+    def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
+        """Buffer the batch's slices; finalise every volume that is complete."""
+        self._collect(trainer, batch, labelled=True)
+
+    def on_predict_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
+        """Buffer the batch's slices; finalise every volume that is complete."""
+        self._collect(trainer, batch, labelled=False)
+
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Finalise what is left, write the tables and plots, log the summary."""
+        for volume_id in list(self._maps):
+            self._finalise(trainer, volume_id, labelled=True)
+        if not self._rows:
+            return
+        summary = self._summary(trainer, pl_module)
+        if trainer.is_global_zero:
+            self._write_reports(summary)
+        for key in (*(f"volume_{s}" for s in _STATS), "voxel_auroc", "voxel_f1_max"):
+            value = summary[key]["mean"] if isinstance(summary[key], dict) else summary[key]
+            pl_module.log(key, float(value), sync_dist=False)
+
+    def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Finalise what is left."""
+        for volume_id in list(self._maps):
+            self._finalise(trainer, volume_id, labelled=False)
+
+    # ------------------------------------------------------------------ internals
+    def _start(self, trainer: Any, split: str) -> None:
+        self._reset()
+        self._output = Path(trainer.default_root_dir) / "volumes"
+        samples = getattr(getattr(getattr(trainer, "datamodule", None), split, None), "samples", None)
+        if samples is not None and "volume_id" in samples:
+            self._expected = samples.groupby("volume_id").size().to_dict()
+
+    def _collect(self, trainer: Any, batch: Any, labelled: bool) -> None:
+        if getattr(batch, "volume_id", None) is None or batch.anomaly_map is None:
+            return
+        maps = batch.anomaly_map.detach().float().cpu().reshape(len(batch.volume_id), *batch.anomaly_map.shape[-2:])
+        scores = batch.pred_score.detach().float().cpu() if batch.pred_score is not None else None
+        for index, volume_id in enumerate(batch.volume_id):
+            z = int(batch.slice_index[index])
+            self._maps[volume_id][z] = maps[index].numpy().astype(np.float16)
+            if scores is not None:
+                self._scores[volume_id][z] = float(scores[index])
+            self._paths[volume_id] = (batch.image_path[index], batch.mask_path[index] if batch.mask_path else None)
+            if len(self._maps[volume_id]) == self._expected.get(volume_id, -1):
+                self._finalise(trainer, volume_id, labelled)
+
+    def _volume_threshold(self, score: np.ndarray, gt: np.ndarray, counted: np.ndarray) -> float:
+        if self.threshold_policy != "oracle":
+            return self.threshold
+        values, truth = score[counted], gt[counted]
+        grid = np.linspace(0.0, 1.0, 101)
+        dice = [2 * (truth & (values > t)).sum() / max(truth.sum() + (values > t).sum(), 1) for t in grid]
+        return float(grid[int(np.argmax(dice))])
+
+    def _finalise(self, trainer: Any, volume_id: str, labelled: bool) -> None:
+        image_path, mask_path = self._paths.pop(volume_id)
+        maps, scores = self._maps.pop(volume_id), self._scores.pop(volume_id, {})
+        volume = read_volume(image_path)
+        score = postprocess_volume(stack_slices(maps, volume.data.shape), self.smoothing_sigma)
+        brain = volume.data > 0
+        counted = brain if self.brain_only else np.ones_like(brain)
+        gt = read_volume(mask_path, dtype=np.int32).data > 0 if labelled and mask_path else None
+        if gt is not None and gt.shape != score.shape:
+            msg = f"Segmentation {mask_path} has shape {gt.shape}, its image {image_path} has {score.shape}."
+            raise ValueError(msg)
+        threshold = self._volume_threshold(score, gt, counted) if gt is not None else self.threshold
+        pred = remove_small_components((score > threshold) & counted, self.min_component_voxels)
+        if trainer.is_global_zero:
+            out = self._output
+            write_nifti(
+                out / f"{volume_id}_anomaly_map.nii.gz",
+                to_source_orientation(score, volume.source_affine),
+                volume.source_affine,
+            )
+            mask = to_source_orientation(pred.astype(np.uint8), volume.source_affine)
+            write_nifti(out / f"{volume_id}_pred_mask.nii.gz", mask, volume.source_affine)
+        if gt is None:
+            self._write_scan_report(volume_id, scores, pred, volume.spacing)
+            return
+        self._record(volume_id, pred, gt, counted, score, threshold, volume.spacing, brain)
+
+    def _record(
+        self,
+        volume_id: str,
+        pred: np.ndarray,
+        gt: np.ndarray,
+        counted: np.ndarray,
+        score: np.ndarray,
+        threshold: float,
+        spacing: tuple[float, float, float],
+        brain: np.ndarray,
+    ) -> None:
+        scores = volume_scores(pred, gt, counted)
+        mean_2d, per_slice = dice_2d_mean(pred, gt, counted)
+        self._curves.update(score[counted], gt[counted])
+        self._rows.append(
+            {
+                "volume_id": volume_id,
+                "dice": scores.dice,
+                "sensitivity": scores.sensitivity,
+                "specificity": scores.specificity,
+                "ppv": scores.ppv,
+                "lesion_voxels": scores.lesion_voxels,
+                "predicted_voxels": scores.predicted_voxels,
+                "dice_2d_mean": mean_2d,
+                "threshold": threshold,
+                "lesion_ml": scores.lesion_voxels * float(np.prod(spacing)) / 1000.0,
+            }
+        )
+        zs = np.flatnonzero(brain.any(axis=(0, 1)))
+        centre, half = (zs.mean(), max((zs.max() - zs.min()) / 2, 1)) if zs.size else (0.0, 1.0)
+        for z in np.flatnonzero(~np.isnan(per_slice)):
+            self._slices.append(
+                {
+                    "volume_id": volume_id,
+                    "z": int(z),
+                    "dice_2d": float(per_slice[z]),
+                    "distance": abs(z - centre) / half,
+                }
+            )
+
+    def _summary(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+        table = pd.DataFrame(self._rows)
+        datamodule = getattr(trainer, "datamodule", None)
+        hparams = dict(getattr(pl_module, "hparams", {}))
+        return {
+            **{f"volume_{s}": _mean_std(table[s]) for s in _STATS},
+            **self._curves.compute(),
+            "threshold_policy": self.threshold_policy,
+            "threshold": self.threshold if self.threshold_policy != "oracle" else "per volume (oracle upper bound)",
+            "normalisation": NORMALISATION,
+            "voxels_counted": "inside the brain (source image > 0)" if self.brain_only else "all voxels",
+            "empty_ground_truth": "excluded from Dice, counted in specificity",
+            "postprocessing": {
+                "smoothing_sigma": self.smoothing_sigma,
+                "min_component_voxels": self.min_component_voxels,
+            },
+            "model": {
+                "class": type(pl_module).__name__,
+                **{k: str(hparams[k]) for k in ("backbone", "pretrained") if k in hparams},
+            },
+            "data": {
+                "class": type(datamodule).__name__,
+                "root": str(getattr(datamodule, "root", "")),
+                "category": str(getattr(datamodule, "category", "")),
+            },
+            "volumes": len(table),
+        }
+
+    def _write_reports(self, summary: dict[str, Any]) -> None:
+        out = self._output
+        table = pd.DataFrame(self._rows)
+        columns = [
+            "volume_id",
+            "dice",
+            "sensitivity",
+            "specificity",
+            "ppv",
+            "lesion_voxels",
+            "predicted_voxels",
+            "dice_2d_mean",
+        ]
+        write_atomic(out / "metrics_per_volume.csv", lambda tmp: table[columns].to_csv(tmp, index=False))
+        text = json.dumps(summary, indent=2, default=str)
+        write_atomic(out / "summary.json", lambda tmp: tmp.write_text(text))
+        write_plots(out, table, pd.DataFrame(self._slices))
+
+    def _write_scan_report(self, volume_id: str, scores: dict[int, float], pred: np.ndarray, spacing: tuple) -> None:
+        report = {
+            "volume_id": volume_id,
+            "max_slice_score": max(scores.values()) if scores else None,
+            "anomalous_volume_ml": float(pred.sum() * np.prod(spacing) / 1000.0),
+            "slices_flagged": [int(z) for z in np.flatnonzero(pred.any(axis=(0, 1)))],
+            "threshold": self.threshold,
+            "normalisation": NORMALISATION,
+        }
+        write_atomic(self._output / f"{volume_id}.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))

@@ -1,0 +1,82 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""Regrouping slice predictions into volumes, 3D post-processing, and atomic writers.
+
+Slices are placed by their ``slice_index`` (never by loader order), resized back to the native in-plane size of the
+source volume (bilinear) and turned back from the served 2D image orientation to the canonical (RAS+) voxel grid with
+:func:`~anomalib_medclip.data.nifti.image_to_slice`. Slices that were not served (e.g. outside a slice selection)
+stay 0. Files are written to a temporary name in the target folder and renamed, so a crash never leaves a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from anomalib_medclip.data.nifti import image_to_slice, slice_to_image
+
+__all__ = ["postprocess_volume", "remove_small_components", "stack_slices", "write_atomic", "write_nifti"]
+
+
+def stack_slices(maps: Mapping[int, np.ndarray], canonical_shape: tuple[int, int, int]) -> np.ndarray:
+    """Stack per-slice maps ``{z: (h, w)}`` (model resolution, served orientation) into a canonical ``(X, Y, Z)``."""
+    x, y, z_size = canonical_shape
+    native_hw = slice_to_image(np.empty((x, y), dtype=bool)).shape
+    volume = np.zeros(canonical_shape, dtype=np.float32)
+    for z, slice_map in maps.items():
+        if not 0 <= z < z_size:
+            msg = f"Slice index {z} is outside the volume's {z_size} axial slices."
+            raise ValueError(msg)
+        tensor = torch.from_numpy(np.asarray(slice_map, dtype=np.float32))[None, None]
+        if tuple(tensor.shape[-2:]) != native_hw:
+            tensor = F.interpolate(tensor, size=native_hw, mode="bilinear", align_corners=False)
+        volume[:, :, z] = image_to_slice(tensor[0, 0].numpy())
+    return volume
+
+
+def postprocess_volume(score: np.ndarray, sigma: float = 0.0) -> np.ndarray:
+    """Optional 3D Gaussian smoothing (sigma in voxels; 0 = off) of a stacked map."""
+    return ndimage.gaussian_filter(score, sigma=sigma) if sigma > 0 else score
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: int = 0) -> np.ndarray:
+    """Drop 26-connected components with fewer than ``min_voxels`` voxels (0 = off)."""
+    if min_voxels <= 0 or not mask.any():
+        return mask
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels]
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path
+
+
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
+    """Write ``array`` (already in the source file's voxel order) with ``affine``, atomically."""
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_data_dtype(array.dtype)
+    return write_atomic(path, lambda tmp: nib.save(image, tmp))
