@@ -35,10 +35,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from lightning.pytorch import Callback
 
-from anomalib_medclip.data.nifti import read_volume, to_source_orientation
-from anomalib_medclip.volumes.metrics import VoxelCurves, dice_2d_mean, volume_scores
+from anomalib_medclip.data.nifti import Volume, read_volume, to_source_orientation
+from anomalib_medclip.volumes.brats_official import write_brats_lesionwise
+from anomalib_medclip.volumes.metrics import VoxelCurves, dice_2d_mean, hd95, volume_scores
 from anomalib_medclip.volumes.plots import write_plots
 from anomalib_medclip.volumes.stacking import (
     postprocess_volume,
@@ -74,6 +76,9 @@ class VolumeEvaluator(Callback):
         smoothing_sigma: 3D Gaussian sigma in voxels applied to the stacked map (0 = off).
         min_component_voxels: remove predicted components smaller than this (0 = off).
         curve_thresholds: bins of the voxel AUROC / F1-max curves.
+        hd95: also compute MONAI's 95th-percentile Hausdorff distance in mm per volume (slow on large volumes).
+        brats_official: also write the lesion-wise table of the optional ``BraTS-evaluation`` package (AGPL, not
+            installed with this package) when it is importable; skipped silently otherwise.
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class VolumeEvaluator(Callback):
         smoothing_sigma: float = 0.0,
         min_component_voxels: int = 0,
         curve_thresholds: int = 1000,
+        hd95: bool = False,
+        brats_official: bool = True,
     ) -> None:
         if threshold_policy not in {"adaptive", "fixed", "oracle"}:
             msg = f"threshold_policy='{threshold_policy}'; expected 'adaptive', 'fixed' or 'oracle'."
@@ -94,6 +101,8 @@ class VolumeEvaluator(Callback):
         self.smoothing_sigma = smoothing_sigma
         self.min_component_voxels = min_component_voxels
         self.curve_thresholds = curve_thresholds
+        self.hd95 = hd95
+        self.brats_official = brats_official
         self._reset()
 
     def _reset(self) -> None:
@@ -132,9 +141,10 @@ class VolumeEvaluator(Callback):
         summary = self._summary(trainer, pl_module)
         if trainer.is_global_zero:
             self._write_reports(summary)
-        for key in (*(f"volume_{s}" for s in _STATS), "voxel_auroc", "voxel_f1_max"):
-            value = summary[key]["mean"] if isinstance(summary[key], dict) else summary[key]
-            pl_module.log(key, float(value), sync_dist=False)
+        for stat in _STATS:
+            pl_module.log(f"volume3d_{stat}", summary[f"volume_{stat}"]["mean"], sync_dist=False)
+        for key in ("voxel_auroc", "voxel_f1_max"):
+            pl_module.log(key, summary[key], sync_dist=False)
 
     def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Finalise what is left."""
@@ -176,8 +186,9 @@ class VolumeEvaluator(Callback):
         maps, scores = self._maps.pop(volume_id), self._scores.pop(volume_id, {})
         volume = read_volume(image_path)
         score = postprocess_volume(stack_slices(maps, volume.data.shape), self.smoothing_sigma)
-        brain = volume.data > 0
-        counted = brain if self.brain_only else np.ones_like(brain)
+        counted = volume.data > 0 if self.brain_only else np.ones(volume.data.shape, bool)
+        if self.brain_only:  # voxels outside the brain do not count; written as 0 (also makes the file small)
+            score = np.where(counted, score, np.float32(0))
         gt = read_volume(mask_path, dtype=np.int32).data > 0 if labelled and mask_path else None
         if gt is not None and gt.shape != score.shape:
             msg = f"Segmentation {mask_path} has shape {gt.shape}, its image {image_path} has {score.shape}."
@@ -196,22 +207,22 @@ class VolumeEvaluator(Callback):
         if gt is None:
             self._write_scan_report(volume_id, scores, pred, volume.spacing)
             return
-        self._record(volume_id, pred, gt, counted, score, threshold, volume.spacing, brain)
+        self._record(volume_id, mask_path, volume, score, (pred, gt, counted), threshold)
 
     def _record(
         self,
         volume_id: str,
-        pred: np.ndarray,
-        gt: np.ndarray,
-        counted: np.ndarray,
+        mask_path: str,
+        volume: Volume,
         score: np.ndarray,
+        masks: tuple[np.ndarray, np.ndarray, np.ndarray],
         threshold: float,
-        spacing: tuple[float, float, float],
-        brain: np.ndarray,
     ) -> None:
+        """Score one volume (``masks`` = prediction, ground truth, counted voxels) and keep its table rows."""
+        (pred, gt, counted), spacing = masks, volume.spacing
         scores = volume_scores(pred, gt, counted)
         mean_2d, per_slice = dice_2d_mean(pred, gt, counted)
-        self._curves.update(score[counted], gt[counted])
+        self._curves.update(torch.from_numpy(score[counted]), torch.from_numpy(gt[counted]))
         self._rows.append(
             {
                 "volume_id": volume_id,
@@ -223,10 +234,12 @@ class VolumeEvaluator(Callback):
                 "predicted_voxels": scores.predicted_voxels,
                 "dice_2d_mean": mean_2d,
                 "threshold": threshold,
+                **({"hd95": hd95(pred & counted, gt & counted, spacing)} if self.hd95 else {}),
                 "lesion_ml": scores.lesion_voxels * float(np.prod(spacing)) / 1000.0,
+                "mask_path": mask_path,
             }
         )
-        zs = np.flatnonzero(brain.any(axis=(0, 1)))
+        zs = np.flatnonzero((volume.data > 0).any(axis=(0, 1)))
         centre, half = (zs.mean(), max((zs.max() - zs.min()) / 2, 1)) if zs.size else (0.0, 1.0)
         for z in np.flatnonzero(~np.isnan(per_slice)):
             self._slices.append(
@@ -244,7 +257,7 @@ class VolumeEvaluator(Callback):
         hparams = dict(getattr(pl_module, "hparams", {}))
         return {
             **{f"volume_{s}": _mean_std(table[s]) for s in _STATS},
-            **self._curves.compute(),
+            **{key: float(value) for key, value in self._curves.compute().items()},
             "threshold_policy": self.threshold_policy,
             "threshold": self.threshold if self.threshold_policy != "oracle" else "per volume (oracle upper bound)",
             "normalisation": NORMALISATION,
@@ -269,20 +282,13 @@ class VolumeEvaluator(Callback):
     def _write_reports(self, summary: dict[str, Any]) -> None:
         out = self._output
         table = pd.DataFrame(self._rows)
-        columns = [
-            "volume_id",
-            "dice",
-            "sensitivity",
-            "specificity",
-            "ppv",
-            "lesion_voxels",
-            "predicted_voxels",
-            "dice_2d_mean",
-        ]
+        columns = [*CSV_COLUMNS, "threshold", *(["hd95"] if self.hd95 else [])]
         write_atomic(out / "metrics_per_volume.csv", lambda tmp: table[columns].to_csv(tmp, index=False))
         text = json.dumps(summary, indent=2, default=str)
         write_atomic(out / "summary.json", lambda tmp: tmp.write_text(text))
         write_plots(out, table, pd.DataFrame(self._slices))
+        if self.brats_official:
+            write_brats_lesionwise(out, table[["volume_id", "mask_path"]].itertuples(index=False))
 
     def _write_scan_report(self, volume_id: str, scores: dict[int, float], pred: np.ndarray, spacing: tuple) -> None:
         report = {

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.metrics import compute_confusion_matrix_metric, get_confusion_matrix
+from monai.metrics import compute_confusion_matrix_metric, compute_hausdorff_distance, get_confusion_matrix
+from torchmetrics.classification import BinaryAUROC
+from torchmetrics.functional.classification.precision_recall_curve import _binary_precision_recall_curve_compute
 
-__all__ = ["VolumeScores", "VoxelCurves", "dice_2d_mean", "volume_scores"]
+__all__ = ["VolumeScores", "VoxelCurves", "dice_2d_mean", "hd95", "volume_scores"]
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,23 @@ def dice_2d_mean(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray | None = 
     return (float(np.nanmean(per_slice)) if g.any() else float("nan")), per_slice
 
 
-class VoxelCurves:
-    """Binned voxel AUROC and F1-max accumulated volume by volume, in constant memory.
+def hd95(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...]) -> float:
+    """95th-percentile Hausdorff distance in mm (MONAI), NaN when the prediction or the ground truth is empty."""
+    if not pred.any() or not gt.any():
+        return float("nan")
+    y_pred, y = (torch.from_numpy(np.ascontiguousarray(m, dtype=bool))[None, None] for m in (pred, gt))
+    return float(compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=list(spacing)))
 
-    Two histograms (positive and negative voxels) over ``thresholds`` evenly spaced thresholds in [0, 1] hold the
-    whole state; a voxel is predicted positive at threshold ``t`` when its score is ``>= t`` (as in torchmetrics'
-    binned curves). torchmetrics' own binned ``BinaryAUROC`` computes the same numbers but compares every voxel with
-    every threshold, which takes minutes for a few million voxels on a CPU; ``np.bincount`` takes milliseconds.
+
+class VoxelCurves(BinaryAUROC):
+    """Binned voxel AUROC and F1-max over all counted voxels of all volumes, in constant memory.
+
+    torchmetrics' binned ``BinaryAUROC`` state (a ``(thresholds, 2, 2)`` confusion matrix per evenly spaced threshold
+    in [0, 1], a voxel being positive at threshold ``t`` when its score is ``>= t``, summed across processes) and its
+    ``compute``; only ``update`` differs: torchmetrics compares every voxel with every threshold (minutes for a few
+    million voxels on a CPU), here each voxel's score is located once among the sorted thresholds and the confusion
+    matrices follow from cumulative histograms. Scores are clipped to [0, 1] (torchmetrics would apply a sigmoid to
+    anything outside that range, which breaks binning); anomalib's normalised maps already lie there.
 
     Args:
         thresholds: number of evenly spaced thresholds in [0, 1].
@@ -99,27 +111,26 @@ class VoxelCurves:
         if thresholds < 2:
             msg = f"thresholds={thresholds}; expected at least 2."
             raise ValueError(msg)
-        self.thresholds = thresholds
-        self._edges = np.linspace(0, 1, thresholds, dtype=np.float32)  # torchmetrics' threshold grid
-        self.positives = np.zeros(thresholds, np.int64)
-        self.negatives = np.zeros(thresholds, np.int64)
+        super().__init__(thresholds=thresholds)
 
-    def update(self, scores: np.ndarray, gt: np.ndarray) -> None:
-        """Add voxels: scores (clipped to [0, 1]) and binary labels of the same shape."""
-        values = np.clip(np.asarray(scores, np.float32).reshape(-1), 0, 1)
-        bins = np.searchsorted(self._edges, values, side="right") - 1  # last threshold <= score
-        labels = np.asarray(gt, bool).reshape(-1)
-        self.positives += np.bincount(bins[labels], minlength=self.thresholds)
-        self.negatives += np.bincount(bins[~labels], minlength=self.thresholds)
+    def update(self, preds: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """Add voxels: scores and binary labels of the same shape."""
+        scores = torch.as_tensor(preds).to(self.thresholds).reshape(-1).clamp(0, 1)
+        labels = torch.as_tensor(target).reshape(-1).bool().to(scores.device)
+        bins = torch.searchsorted(self.thresholds, scores, right=True) - 1  # last threshold <= score
+        size = len(self.thresholds)
+        histograms = [torch.bincount(bins[mask], minlength=size) for mask in (~labels, labels)]
+        for truth, histogram in enumerate(histograms):  # truth 0 = negative, 1 = positive voxels
+            above = histogram.flip(0).cumsum(0).flip(0)  # voxels with score >= threshold k
+            self.confmat[:, truth, 1] += above
+            self.confmat[:, truth, 0] += histogram.sum() - above
 
-    def compute(self) -> dict[str, float]:
+    def compute(self) -> dict[str, torch.Tensor]:
         """``voxel_auroc`` and ``voxel_f1_max`` (NaN when either class is missing)."""
-        n_pos, n_neg = int(self.positives.sum()), int(self.negatives.sum())
-        if not n_pos or not n_neg:
-            return {"voxel_auroc": float("nan"), "voxel_f1_max": float("nan")}
-        tp = np.cumsum(self.positives[::-1])[::-1]  # voxels with score >= threshold k
-        fp = np.cumsum(self.negatives[::-1])[::-1]
-        tpr = np.concatenate([[0.0], (tp / n_pos)[::-1]])
-        fpr = np.concatenate([[0.0], (fp / n_neg)[::-1]])
-        f1 = 2 * tp / (2 * tp + fp + (n_pos - tp))
-        return {"voxel_auroc": float(np.trapezoid(tpr, fpr)), "voxel_f1_max": float(f1.max())}
+        negatives, positives = self.confmat[0].sum(1)
+        if not positives or not negatives:
+            nan = torch.tensor(float("nan"))
+            return {"voxel_auroc": nan, "voxel_f1_max": nan}
+        precision, recall, _ = _binary_precision_recall_curve_compute(self.confmat, self.thresholds)
+        f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+        return {"voxel_auroc": super().compute(), "voxel_f1_max": f1.max()}

@@ -33,14 +33,16 @@ def stack_slices(maps: Mapping[int, np.ndarray], canonical_shape: tuple[int, int
     x, y, z_size = canonical_shape
     native_hw = slice_to_image(np.empty((x, y), dtype=bool)).shape
     volume = np.zeros(canonical_shape, dtype=np.float32)
-    for z, slice_map in maps.items():
-        if not 0 <= z < z_size:
-            msg = f"Slice index {z} is outside the volume's {z_size} axial slices."
-            raise ValueError(msg)
-        tensor = torch.from_numpy(np.asarray(slice_map, dtype=np.float32))[None, None]
-        if tuple(tensor.shape[-2:]) != native_hw:
-            tensor = F.interpolate(tensor, size=native_hw, mode="bilinear", align_corners=False)
-        volume[:, :, z] = image_to_slice(tensor[0, 0].numpy())
+    zs = sorted(maps)
+    if not zs:
+        return volume
+    if zs[0] < 0 or zs[-1] >= z_size:
+        msg = f"Slice index {zs[0] if zs[0] < 0 else zs[-1]} is outside the volume's {z_size} axial slices."
+        raise ValueError(msg)
+    stack = torch.from_numpy(np.stack([np.asarray(maps[z], dtype=np.float32) for z in zs]))[:, None]
+    if tuple(stack.shape[-2:]) != native_hw:  # one batched resize for the whole volume
+        stack = F.interpolate(stack, size=native_hw, mode="bilinear", align_corners=False)
+    volume[:, :, zs] = image_to_slice(np.moveaxis(stack[:, 0].numpy(), 0, -1))  # (H, W, n) -> (X, Y, n)
     return volume
 
 

@@ -1,0 +1,213 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""VolumeEvaluator fed slice batches directly: shuffled order, early finalisation, policies, outputs vs numpy."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from anomalib_medclip.data import MedSliceBatch
+from anomalib_medclip.data.nifti import read_volume, slice_to_image
+from anomalib_medclip.volumes import VolumeEvaluator
+
+SHAPE = (14, 12, 6)  # source voxel order (the affine below permutes and flips the axes: not RAS)
+AFFINE = np.array([[0.0, -1.0, 0, 20], [-1.5, 0, 0, 30], [0, 0, 2.0, -5], [0, 0, 0, 1]])
+
+
+def _write_case(root: Path, name: str, lesion: bool, seed: int) -> tuple[Path, Path]:
+    rng = np.random.default_rng(seed)
+    grid = np.indices(SHAPE).astype(float)
+    centre = (np.array(SHAPE) - 1)[:, None, None, None] / 2
+    brain = (((grid - centre) / (np.array(SHAPE)[:, None, None, None] / 2.2)) ** 2).sum(0) < 1
+    image = np.where(brain, 0.3 + 0.1 * rng.random(SHAPE), 0.0).astype(np.float32)
+    seg = np.zeros(SHAPE, np.uint8)
+    if lesion:
+        seg[4:8, 3:6, 2:4] = 2
+    paths = root / f"{name}-t2w.nii.gz", root / f"{name}-seg.nii.gz"
+    nib.save(nib.Nifti1Image(image, AFFINE), paths[0])
+    nib.save(nib.Nifti1Image(seg, AFFINE), paths[1])
+    return paths
+
+
+def _slices(image: Path, seg: Path, kind: str, rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
+    """Served anomaly maps per canonical slice: ``perfect`` (the ground truth), ``zero`` or ``random``."""
+    truth = read_volume(seg).data > 0
+    out = []
+    for z in range(truth.shape[2]):
+        served = slice_to_image(truth[:, :, z]).astype(np.float32)
+        maps = {"perfect": 0.2 + 0.7 * served, "zero": np.zeros_like(served), "random": rng.random(served.shape)}
+        out.append((z, maps[kind]))
+    return out
+
+
+def _batch(items: list[tuple[str, int, Path, Path, int, np.ndarray]]) -> MedSliceBatch:
+    maps = torch.from_numpy(np.stack([m for *_, m in items])).float()
+    return MedSliceBatch(
+        image=torch.zeros(len(items), 3, *maps.shape[-2:]),
+        anomaly_map=maps,
+        pred_score=maps.flatten(1).amax(1),
+        pred_mask=maps > 0.5,
+        image_path=[str(i[2]) for i in items],
+        mask_path=[str(i[3]) for i in items],
+        volume_id=[i[0] for i in items],
+        volume_index=torch.tensor([i[1] for i in items]),
+        slice_index=torch.tensor([i[4] for i in items]),
+    )
+
+
+@pytest.fixture
+def cases(tmp_path: Path) -> dict[str, tuple[Path, Path, str]]:
+    plan = {
+        "perfect": ("case_p", True),
+        "zero": ("case_z", True),
+        "random": ("case_r", True),
+        "empty": ("case_e", False),
+    }
+    return {
+        kind: (*_write_case(tmp_path, name, lesion, i), name) for i, (kind, (name, lesion)) in enumerate(plan.items())
+    }
+
+
+def _run(tmp_path: Path, cases: dict, evaluator: VolumeEvaluator, expected: bool = True) -> tuple[list, tuple]:
+    """Feed all slices in a shuffled order; count volumes written vs complete after each batch."""
+    rng = np.random.default_rng(5)
+    items = []
+    for index, (kind, (image, seg, name)) in enumerate(cases.items()):
+        for z, slice_map in _slices(image, seg, "random" if kind == "empty" else kind, rng):
+            items.append((name, index, image, seg, z, slice_map))
+    order = rng.permutation(len(items))  # shuffled slice order, volumes interleaved
+    samples = pd.DataFrame({"volume_id": [i[0] for i in items]})
+    datamodule = SimpleNamespace(test_data=SimpleNamespace(samples=samples if expected else None))
+    trainer = SimpleNamespace(default_root_dir=tmp_path / "run", datamodule=datamodule, is_global_zero=True)
+    logged: list[tuple[str, float]] = []
+    module = SimpleNamespace(log=lambda key, value, **_: logged.append((key, value)), hparams={})
+    evaluator.on_test_start(trainer, module)
+    written, complete, sent = [], [], set()
+    for chunk in np.array_split(order, 6):
+        evaluator.on_test_batch_end(trainer, module, None, _batch([items[i] for i in chunk]), 0)
+        sent |= {items[i][0] + str(items[i][4]) for i in chunk}
+        complete.append(sum(all(f"{c[2]}{z}" in sent for z in range(SHAPE[2])) for c in cases.values()))
+        written.append(len(list((tmp_path / "run" / "volumes").glob("*_pred_mask.nii.gz"))))
+    evaluator.on_test_epoch_end(trainer, module)
+    return logged, (written, complete)
+
+
+def _reference(pred: np.ndarray, seg: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    p, g = pred[brain], seg[brain]
+    tp, fp, fn, tn = (p & g).sum(), (p & ~g).sum(), (~p & g).sum(), (~p & ~g).sum()
+    return {
+        "dice": 2 * tp / (2 * tp + fp + fn) if g.any() else math.nan,
+        "sensitivity": tp / (tp + fn) if tp + fn else math.nan,
+        "specificity": tn / (tn + fp) if tn + fp else math.nan,
+        "ppv": tp / (tp + fp) if tp + fp else math.nan,
+    }
+
+
+def test_outputs_match_numpy_on_shuffled_slices(tmp_path: Path, cases: dict) -> None:
+    logged, (written, complete) = _run(tmp_path, cases, VolumeEvaluator())
+    out = tmp_path / "run" / "volumes"
+    assert written == complete, "each volume is written as soon as its last slice arrives"
+    table = pd.read_csv(out / "metrics_per_volume.csv").set_index("volume_id")
+    assert list(table.columns[:7]) == ["dice", "sensitivity", "specificity", "ppv", "lesion_voxels",
+                                       "predicted_voxels", "dice_2d_mean"]  # fmt: skip
+    all_scores, all_truth = [], []
+    for image, seg, name in cases.values():
+        source = nib.load(image)
+        for kind in ("anomaly_map", "pred_mask"):
+            written = nib.load(out / f"{name}_{kind}.nii.gz")
+            assert written.shape == source.shape
+            assert np.allclose(written.affine, source.affine)
+        pred = np.asanyarray(nib.load(out / f"{name}_pred_mask.nii.gz").dataobj) > 0
+        score = np.asanyarray(nib.load(out / f"{name}_anomaly_map.nii.gz").dataobj)
+        truth, brain = np.asanyarray(nib.load(seg).dataobj) > 0, np.asanyarray(source.dataobj) > 0
+        assert np.array_equal(pred, (score > 0.5) & brain)
+        for key, value in _reference(pred, truth, brain).items():
+            assert table.loc[name, key] == pytest.approx(value, nan_ok=True), (name, key)
+        assert table.loc[name, "lesion_voxels"] == (truth & brain).sum()
+        all_scores.append(score[brain])
+        all_truth.append(truth[brain])
+    assert table.loc["case_p", "dice"] == 1.0
+    assert table.loc["case_z", ["dice", "sensitivity"]].tolist() == [0.0, 0.0]
+    assert math.isnan(table.loc["case_e", "dice"])
+    assert not math.isnan(table.loc["case_e", "specificity"])
+    summary = json.loads((out / "summary.json").read_text())
+    expected_auroc = roc_auc_score(np.concatenate(all_truth), np.concatenate(all_scores))
+    assert summary["voxel_auroc"] == pytest.approx(expected_auroc, abs=2e-3)
+    assert summary["volume_dice"]["mean"] == pytest.approx(table.dice.mean())
+    assert summary["volume_dice"]["n"] == 3
+    assert summary["threshold_policy"] == "adaptive"
+    assert summary["threshold"] == 0.5
+    assert dict(logged)["volume3d_dice"] == pytest.approx(table.dice.mean())
+    assert {p.name for p in out.glob("*.png")} == {
+        "dice_2d_vs_3d.png",
+        "dice_vs_distance.png",
+        "lesion_size_vs_dice.png",
+    }
+    assert not list(out.glob(".*")), "no temporary files left"
+
+
+def test_without_expected_counts_volumes_finalise_at_epoch_end(tmp_path: Path, cases: dict) -> None:
+    _, (written, _) = _run(tmp_path, cases, VolumeEvaluator(), expected=False)
+    assert not any(written)
+    assert len(pd.read_csv(tmp_path / "run" / "volumes" / "metrics_per_volume.csv")) == 4
+
+
+@pytest.mark.parametrize(("policy", "threshold"), [("fixed", 0.25), ("oracle", None)])
+def test_threshold_policies_are_applied_and_reported(
+    tmp_path: Path, cases: dict, policy: str, threshold: float | None
+) -> None:
+    _run(tmp_path, cases, VolumeEvaluator(threshold_policy=policy, threshold=threshold or 0.5))
+    out = tmp_path / "run" / "volumes"
+    table = pd.read_csv(out / "metrics_per_volume.csv").set_index("volume_id")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["threshold_policy"] == policy
+    for image, seg, name in cases.values():
+        score = np.asanyarray(nib.load(out / f"{name}_anomaly_map.nii.gz").dataobj)
+        pred = np.asanyarray(nib.load(out / f"{name}_pred_mask.nii.gz").dataobj) > 0
+        brain, truth = np.asanyarray(nib.load(image).dataobj) > 0, np.asanyarray(nib.load(seg).dataobj) > 0
+        assert np.array_equal(pred, (score > table.loc[name, "threshold"]) & brain)
+        if policy == "oracle" and truth.any():  # no threshold on the 0.01 grid does better
+            for t in np.linspace(0, 1, 101):
+                p = (score > t) & brain
+                assert table.loc[name, "dice"] >= 2 * (p & truth).sum() / (p.sum() + (truth & brain).sum()) - 1e-6
+    if policy == "fixed":
+        assert (table.threshold == 0.25).all()
+        assert summary["threshold"] == 0.25
+    else:
+        assert "oracle" in summary["threshold"]
+        assert table.loc["case_p", "dice"] == 1.0
+
+
+def test_invalid_policy() -> None:
+    with pytest.raises(ValueError, match="threshold_policy='best'"):
+        VolumeEvaluator(threshold_policy="best")  # type: ignore[arg-type]
+
+
+def test_batches_without_volume_id_are_ignored(tmp_path: Path) -> None:
+    from anomalib.data import ImageBatch
+
+    evaluator = VolumeEvaluator()
+    trainer = SimpleNamespace(default_root_dir=tmp_path, datamodule=None, is_global_zero=True)
+    evaluator.on_test_start(trainer, None)
+    batch = ImageBatch(image=torch.rand(2, 3, 8, 8), anomaly_map=torch.rand(2, 8, 8))
+    evaluator.on_test_batch_end(trainer, None, None, batch, 0)
+    evaluator.on_test_epoch_end(trainer, SimpleNamespace(log=pytest.fail))
+    assert not (tmp_path / "volumes").exists()
+
+
+def test_optional_hd95_column(tmp_path: Path, cases: dict) -> None:
+    _run(tmp_path, cases, VolumeEvaluator(hd95=True))
+    table = pd.read_csv(tmp_path / "run" / "volumes" / "metrics_per_volume.csv").set_index("volume_id")
+    assert table.loc["case_p", "hd95"] == 0.0
+    assert table.loc[["case_z", "case_e"], "hd95"].isna().all()  # empty prediction / empty ground truth
+    assert table.loc["case_r", "hd95"] > 0
