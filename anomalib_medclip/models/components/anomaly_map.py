@@ -1,15 +1,23 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""Turning per-layer patch scores into a pixel anomaly map."""
+"""Turning per-layer patch scores into a pixel anomaly map, and smoothing it.
+
+:class:`GaussianSmoothing` reproduces ``scipy.ndimage.gaussian_filter(map, sigma)`` (``truncate=4``, ``mode="reflect"``)
+on batched tensors, on any device. The reference methods (AnomalyCLIP, AdaCLIP) smooth with scipy per image on the
+CPU; anomalib's ``GaussianBlur2d`` pads with torch's ``reflect`` (whole-sample symmetric), which differs from scipy's
+``reflect`` (half-sample symmetric) along the borders, so it cannot give their maps back exactly.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["layer_maps_to_image"]
+__all__ = ["GaussianSmoothing", "layer_maps_to_image"]
 
 
 def layer_maps_to_image(patch_scores: Sequence[torch.Tensor], image_size: int) -> torch.Tensor:
@@ -36,3 +44,46 @@ def layer_maps_to_image(patch_scores: Sequence[torch.Tensor], image_size: int) -
         raise ValueError(msg)
     maps = stacked.reshape(-1, 1, grid, grid)
     return F.interpolate(maps, size=(image_size, image_size), mode="bilinear", align_corners=False)
+
+
+def _reflect_indices(size: int, radius: int, device: torch.device) -> torch.Tensor:
+    """Indices of a ``size``-long axis padded by ``radius`` with scipy's ``reflect`` (``d c b a | a b c d``)."""
+    index = torch.arange(-radius, size + radius, device=device) % (2 * size)
+    return torch.where(index >= size, 2 * size - 1 - index, index)
+
+
+class GaussianSmoothing(nn.Module):
+    """Separable Gaussian smoothing of maps ``(B, C, H, W)``, equal to scipy's ``gaussian_filter`` per map.
+
+    Args:
+        sigma: standard deviation in pixels; ``0`` makes the module the identity.
+        truncate: the kernel extends ``int(truncate * sigma + 0.5)`` pixels on each side (scipy's default 4).
+
+    Example:
+        >>> GaussianSmoothing(2.0)(torch.rand(2, 1, 16, 16)).shape
+        torch.Size([2, 1, 16, 16])
+    """
+
+    def __init__(self, sigma: float, truncate: float = 4.0) -> None:
+        super().__init__()
+        if sigma < 0 or not math.isfinite(sigma):
+            msg = f"Gaussian sigma must be a finite number >= 0, got {sigma}."
+            raise ValueError(msg)
+        self.sigma = float(sigma)
+        self.radius = int(truncate * sigma + 0.5)
+        offsets = torch.arange(-self.radius, self.radius + 1, dtype=torch.float64)
+        kernel = torch.exp(-0.5 * (offsets / sigma) ** 2) if sigma > 0 else torch.ones(1, dtype=torch.float64)
+        self.register_buffer("kernel", (kernel / kernel.sum()).float(), persistent=False)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """Smooth every channel of every map independently."""
+        if self.radius == 0:
+            return maps
+        batch, channels, height, width = maps.shape
+        x = maps.reshape(batch * channels, 1, height, width)
+        kernel = self.kernel.to(x.dtype)
+        x = x[..., _reflect_indices(height, self.radius, x.device), :]
+        x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+        x = x[..., _reflect_indices(width, self.radius, x.device)]
+        x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+        return x.reshape(batch, channels, height, width)

@@ -3,7 +3,8 @@
 """Segmentation losses on two-class (normal, anomalous) probability maps, built on MONAI.
 
 ``focal(map) + dice(p_anomalous, gt) + dice(p_normal, 1 - gt)``: MONAI's focal loss and its Dice loss over both
-classes (``include_background=True``) give exactly these terms (the AnomalyCLIP recipe).
+classes (``include_background=True``) give exactly these terms (the AnomalyCLIP and AdaCLIP recipe). With
+``normal_dice=False`` the Dice term covers the anomalous class only (APRIL-GAN's ``focal + dice(p_anomalous, gt)``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,18 @@ __all__ = ["MapLoss"]
 
 
 class MapLoss(nn.Module):
-    """Focal + two-sided Dice loss between class probabilities ``(B, 2, H, W)`` and a mask ``(B, H, W)``."""
+    """Focal + Dice loss between class probabilities ``(B, 2, H, W)`` and a mask ``(B, H, W)``.
 
-    def __init__(self, gamma: float = 2.0) -> None:
+    Args:
+        gamma: focusing parameter of the focal term.
+        normal_dice: also apply Dice to the normal class against ``1 - mask`` (two-sided); ``False`` keeps the
+            anomalous class only.
+    """
+
+    def __init__(self, gamma: float = 2.0, normal_dice: bool = True) -> None:
         super().__init__()
         self.focal = FocalLoss(gamma=gamma, to_onehot_y=True, use_softmax=True, reduction="none")
-        self.dice = DiceLoss(to_onehot_y=True, include_background=True, softmax=False)
+        self.dice = DiceLoss(to_onehot_y=True, include_background=normal_dice, softmax=False)
 
     def forward(self, probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Loss of probabilities that already sum to one over dim 1 (so no extra softmax here)."""

@@ -28,11 +28,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from anomalib.data import InferenceBatch
-from anomalib.models.components import GaussianBlur2d
 from torch import nn
 
 from anomalib_medclip.backbones import CLIPBackbone
-from anomalib_medclip.models.components import layer_maps_to_image
+from anomalib_medclip.models.components import GaussianSmoothing, layer_maps_to_image
 
 __all__ = ["MedCrossModalCLIPModel", "text_layer_for"]
 
@@ -90,7 +89,7 @@ class MedCrossModalCLIPModel(nn.Module):
         self.b_v = nn.Linear(d_t, d_v) if use_bv else None
         visual_layers = range(1, min(self.prompt_depth, backbone.visual_depth) + 1)
         self.b_vt = nn.ModuleList(nn.Linear(d_t, d_v) for _ in visual_layers) if use_bvt else None
-        self.smoothing = GaussianBlur2d(sigma=smoothing_sigma, channels=1) if smoothing_sigma > 0 else nn.Identity()
+        self.smoothing = GaussianSmoothing(smoothing_sigma)
         self.register_buffer("tokens", torch.empty(0, dtype=torch.long), persistent=False)
         self.object_name: str | None = None
 

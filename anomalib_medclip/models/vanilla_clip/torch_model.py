@@ -17,11 +17,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from anomalib.data import InferenceBatch
-from anomalib.models.components import DynamicBufferMixin, GaussianBlur2d
+from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 
 from anomalib_medclip.backbones import CLIPBackbone
-from anomalib_medclip.models.components import layer_maps_to_image
+from anomalib_medclip.models.components import GaussianSmoothing, layer_maps_to_image
 from anomalib_medclip.prompts import state_prompts
 
 __all__ = ["VanillaCLIPModel", "default_map_layers"]
@@ -53,7 +53,7 @@ class VanillaCLIPModel(DynamicBufferMixin, nn.Module):
         self.backbone = backbone
         self.map_layers = tuple(map_layers)
         self.prompt_ensemble = prompt_ensemble
-        self.smoothing = GaussianBlur2d(sigma=smoothing_sigma, channels=1) if smoothing_sigma > 0 else nn.Identity()
+        self.smoothing = GaussianSmoothing(smoothing_sigma)
         self.register_buffer("text_features", torch.empty(0))
 
     def setup(self, object_name: str) -> None:
