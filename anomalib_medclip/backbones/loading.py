@@ -34,7 +34,7 @@ import open_clip
 import torch
 from torch import nn
 
-__all__ = ["Activation", "ClipInfo", "WeightsUnavailableError", "create_clip"]
+__all__ = ["Activation", "ClipInfo", "WeightsUnavailableError", "create_clip", "local_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -238,3 +238,32 @@ def create_clip(
     size = pcfg.get("size", getattr(model.visual, "image_size", 224))
     native = int(size[0] if isinstance(size, tuple | list) else size)
     return model, ClipInfo(name, pretrained, quick_gelu, mean, std, native, source)
+
+
+def local_weights(name: str, pretrained: str | Path | None) -> tuple[bool, str]:
+    """Whether ``create_clip(name, pretrained)`` would find its weights without a download, and where.
+
+    Builds nothing and touches no network: used by ``--dry-run`` listings to say, per configuration, whether the
+    weights are a local file, in the cache, random (``None``), or missing.
+
+    Returns:
+        ``(available, description)``; ``available`` is ``False`` when a download would be needed or the file,
+        architecture or tag does not exist.
+    """
+    if name.startswith(HF_HUB_PREFIX):
+        repo_id = name.removeprefix(HF_HUB_PREFIX)
+        found = _cached_hf_file(repo_id, ("open_clip_config.json",)) and _cached_hf_file(repo_id, _HF_WEIGHT_FILES)
+        return (True, f"HF cache ({found})") if found else (False, f"'{repo_id}' not in the HF cache (download)")
+    pretrained = str(pretrained) if pretrained not in {None, ""} else None
+    if pretrained is None:
+        return True, "random weights (pretrained=None): results are meaningless"
+    if Path(pretrained).expanduser().is_file():
+        return True, f"file {pretrained}"
+    if any(sep in pretrained for sep in ("/", os.sep)) or pretrained.endswith((".pt", ".bin", ".safetensors")):
+        return False, f"file {pretrained} does not exist"
+    if name not in open_clip.list_models():
+        return False, f"unknown open_clip architecture '{name}'"
+    if pretrained not in open_clip.list_pretrained_tags_by_model(name):
+        return False, f"unknown pretrained tag '{pretrained}' for '{name}'"
+    local = _cached_tag_weights(open_clip.get_pretrained_cfg(name, pretrained))
+    return (True, f"cache {local}") if local else (False, f"{name}/{pretrained} not in the local cache (download)")
