@@ -64,7 +64,9 @@ def test_two_models_two_seeds_table_matches_cells_rerun_is_cached_and_crash_repo
         demo_root,
         models={
             "VanillaCLIP": {"model": {"class_path": "VanillaCLIP"}},
-            "MedCrossModalCLIP": {"model": {"class_path": "MedCrossModalCLIP", "init_args": {"n_ctx": 1, "prompt_depth": 1}}},
+            "MedCrossModalCLIP": {
+                "model": {"class_path": "MedCrossModalCLIP", "init_args": {"n_ctx": 1, "prompt_depth": 1}}
+            },
         },
         setups={"zero-shot": {"tasks": ["Demo", "Missing"]}},
         table={
@@ -137,7 +139,11 @@ def test_cross_domain_cells_share_one_fit_and_a_crash_is_reported(tmp_path: Path
     grid = _grid(
         tmp_path,
         demo_root,
-        models={"MedCrossModalCLIP": {"model": {"class_path": "MedCrossModalCLIP", "init_args": {"n_ctx": 1, "prompt_depth": 1}}}},
+        models={
+            "MedCrossModalCLIP": {
+                "model": {"class_path": "MedCrossModalCLIP", "init_args": {"n_ctx": 1, "prompt_depth": 1}}
+            }
+        },
         setups={"trained": {"tasks": ["Demo->Other", "Demo->Missing"]}},
         table={"rows": ["model"], "columns": ["task"], "metrics": {"AUROC": "image_AUROC"}},
     )
