@@ -132,10 +132,11 @@ class GridJob(Job):
         self.root = Path(root)
 
     def _engine(self, root_dir: Path, cell: Cell, task_id: int | None) -> Any:
+        import torch
         from anomalib.engine import Engine
 
         trainer = dict(cell.trainer)
-        if task_id is not None:  # ParallelRunner: one job per GPU
+        if task_id is not None and torch.cuda.is_available():  # ParallelRunner: one job per GPU
             trainer["devices"] = [task_id]
         return Engine(default_root_dir=root_dir, **trainer)
 
