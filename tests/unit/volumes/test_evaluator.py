@@ -88,7 +88,9 @@ def _run(tmp_path: Path, cases: dict, evaluator: VolumeEvaluator, expected: bool
     order = rng.permutation(len(items))  # shuffled slice order, volumes interleaved
     samples = pd.DataFrame({"volume_id": [i[0] for i in items]})
     datamodule = SimpleNamespace(test_data=SimpleNamespace(samples=samples if expected else None))
-    trainer = SimpleNamespace(default_root_dir=tmp_path / "run", datamodule=datamodule, is_global_zero=True)
+    trainer = SimpleNamespace(
+        default_root_dir=tmp_path / "run", datamodule=datamodule, is_global_zero=True, world_size=1
+    )
     logged: list[tuple[str, float]] = []
     module = SimpleNamespace(log=lambda key, value, **_: logged.append((key, value)), hparams={})
     evaluator.on_test_start(trainer, module)
@@ -197,7 +199,7 @@ def test_batches_without_volume_id_are_ignored(tmp_path: Path) -> None:
     from anomalib.data import ImageBatch
 
     evaluator = VolumeEvaluator()
-    trainer = SimpleNamespace(default_root_dir=tmp_path, datamodule=None, is_global_zero=True)
+    trainer = SimpleNamespace(default_root_dir=tmp_path, datamodule=None, is_global_zero=True, world_size=1)
     evaluator.on_test_start(trainer, None)
     batch = ImageBatch(image=torch.rand(2, 3, 8, 8), anomaly_map=torch.rand(2, 8, 8))
     evaluator.on_test_batch_end(trainer, None, None, batch, 0)
