@@ -1,6 +1,6 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""DDP: two CPU processes (gloo) give the same 3D metrics, tables and files as one process."""
+"""DDP: two CPU processes (gloo) give the same 3D metrics, tables and files as one process; bf16-mixed runs."""
 
 from __future__ import annotations
 
@@ -78,16 +78,21 @@ def _approx_equal(a: object, b: object) -> None:
         assert a == b
 
 
-def test_two_processes_equal_one(tmp_path: Path) -> None:
-    data = _tree(tmp_path / "brats")
+def _run_here(data: Path, out: Path, precision: str = "32-true") -> None:
+    """The runner's single-process test in this process (its thread setting undone afterwards)."""
     spec = importlib.util.spec_from_file_location("ddp_run", RUNNER)
     runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runner)
     threads = torch.get_num_threads()
     try:
-        runner.main(str(data), str(tmp_path / "one"), 1)
+        runner.main(str(data), str(out), 1, precision)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_two_processes_equal_one(tmp_path: Path) -> None:
+    data = _tree(tmp_path / "brats")
+    _run_here(data, tmp_path / "one")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])}
     done = subprocess.run(
         [sys.executable, str(RUNNER), str(data), str(tmp_path / "two"), "2"],
@@ -118,3 +123,15 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
     samples = datamodule.test_data.samples
     held = [{samples.volume_id[i] for b in _batches(samples, rank) for i in b} for rank in range(2)]
     assert held[0] & held[1], "a test volume was split between the two processes"
+
+
+def test_bf16_mixed_through_the_volume_pipeline(tmp_path: Path) -> None:
+    """bf16 autocast on CPU: the model hands float32 maps on; tables, NIfTI maps and summary are complete."""
+    _run_here(_tree(tmp_path / "brats"), tmp_path / "bf16", "bf16-mixed")
+    files = _files(tmp_path / "bf16")
+    summary = json.loads(files["volumes/summary.json"].read_text())
+    assert summary["volumes"] == 3
+    assert 0.5 < summary["voxel_auroc"] <= 1  # random weights still rank the bright lesion high (0.90 at 32-true)
+    maps = [nib.load(p) for n, p in files.items() if n.endswith("_anomaly_map.nii.gz")]
+    assert len(maps) == 3
+    assert all(m.get_data_dtype() == np.float32 and np.isfinite(m.get_fdata()).all() for m in maps)
