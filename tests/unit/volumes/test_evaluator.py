@@ -213,3 +213,23 @@ def test_optional_hd95_column(tmp_path: Path, cases: dict) -> None:
     assert table.loc["case_p", "hd95"] == 0.0
     assert table.loc[["case_z", "case_e"], "hd95"].isna().all()  # empty prediction / empty ground truth
     assert table.loc["case_r", "hd95"] > 0
+
+
+def test_a_repeated_slice_of_a_finished_volume_is_ignored(tmp_path: Path, cases: dict) -> None:
+    """Lightning's DistributedSampler repeats slices to even out processes: a late repeat must not re-open a volume."""
+    image, seg, name = cases["perfect"]
+    items = [(name, 0, image, seg, z, m) for z, m in _slices(image, seg, "perfect", np.random.default_rng(0))]
+    samples = pd.DataFrame({"volume_id": [name] * len(items)})
+    trainer = SimpleNamespace(
+        default_root_dir=tmp_path, datamodule=SimpleNamespace(test_data=SimpleNamespace(samples=samples)),
+        is_global_zero=True, world_size=1,
+    )  # fmt: skip
+    module = SimpleNamespace(log=lambda *_, **__: None, hparams={})
+    evaluator = VolumeEvaluator()
+    evaluator.on_test_start(trainer, module)
+    evaluator.on_test_batch_end(trainer, module, None, _batch(items), 0)
+    written = (tmp_path / "volumes" / f"{name}_anomaly_map.nii.gz").stat().st_mtime_ns
+    evaluator.on_test_batch_end(trainer, module, None, _batch(items[:1]), 1)
+    evaluator.on_test_epoch_end(trainer, module)
+    assert len(pd.read_csv(tmp_path / "volumes" / "metrics_per_volume.csv")) == 1
+    assert (tmp_path / "volumes" / f"{name}_anomaly_map.nii.gz").stat().st_mtime_ns == written
