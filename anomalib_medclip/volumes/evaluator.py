@@ -295,8 +295,12 @@ class VolumeEvaluator(Callback):
                 }
             )
 
+    def _table(self) -> pd.DataFrame:
+        """Per-volume rows sorted by ``volume_id``: the same table whatever order (or process) finished them."""
+        return pd.DataFrame(self._rows).sort_values("volume_id", kind="stable", ignore_index=True)
+
     def _summary(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
-        table = pd.DataFrame(self._rows)
+        table = self._table()
         datamodule = getattr(trainer, "datamodule", None)
         hparams = dict(getattr(pl_module, "hparams", {}))
         return {
@@ -325,7 +329,7 @@ class VolumeEvaluator(Callback):
 
     def _write_reports(self, summary: dict[str, Any]) -> None:
         out = self._output
-        table = pd.DataFrame(self._rows)
+        table = self._table()
         columns = [*CSV_COLUMNS, "threshold", *(["hd95"] if self.hd95 else [])]
         write_atomic(out / "metrics_per_volume.csv", lambda tmp: table[columns].to_csv(tmp, index=False))
         text = json.dumps(summary, indent=2, default=str)
