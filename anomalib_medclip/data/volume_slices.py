@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from anomalib.data import AnomalibDataset
 from anomalib.data.utils import LabelName
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Mask
 
@@ -147,7 +147,7 @@ class NiftiSliceDataset(AnomalibDataset):
         )
 
 
-class VolumeBatchSampler(Sampler[list[int]]):
+class VolumeBatchSampler(BatchSampler):
     """Evaluation batches that stay inside one volume, with every volume read by a single DataLoader worker.
 
     A DataLoader hands batch ``k`` to worker ``k % num_workers``. With plain sequential batches, consecutive batches
@@ -155,20 +155,46 @@ class VolumeBatchSampler(Sampler[list[int]]):
     than serving all its slices). Here volumes are assigned to workers (greedily, by batch count) and the batch
     order is interleaved so that position ``k`` holds a batch of worker ``k % num_workers``'s volumes.
 
+    Under DDP, Lightning re-creates this batch sampler with its ``DistributedSampler`` as ``sampler`` (the
+    ``BatchSampler`` API); only that sampler's ``num_replicas`` and ``rank`` are used: the per-volume batches, in
+    volume order, are cut into ``num_replicas`` contiguous runs of (within one) equal length and this process keeps
+    run ``rank``. Every slice is served exactly once (no padding duplicates, unlike ``DistributedSampler``), whole
+    volumes stay on one process except at most one at each cut, and evaluation metrics equal a single-process run.
+
     Args:
         samples: Slice table in serving order (``image_path`` identifies the volume).
         batch_size: Slices per batch.
         num_workers: DataLoader workers (0 or 1: plain per-volume batches).
+        sampler: Set by Lightning under DDP (a ``DistributedSampler``); otherwise unused.
+        drop_last: Must be ``False``: evaluation never drops slices (the argument exists for Lightning).
     """
 
-    def __init__(self, samples: pd.DataFrame, batch_size: int, num_workers: int) -> None:
+    def __init__(
+        self,
+        samples: pd.DataFrame,
+        batch_size: int,
+        num_workers: int,
+        sampler: Sampler[int] | None = None,
+        drop_last: bool = False,
+    ) -> None:
         if batch_size < 1:
             msg = f"batch_size={batch_size}; expected at least 1."
             raise ValueError(msg)
+        if drop_last:
+            msg = "VolumeBatchSampler never drops slices; drop_last must be False."
+            raise ValueError(msg)
+        self.batch_size, self.drop_last = batch_size, drop_last
+        replicas, rank = (sampler.num_replicas, sampler.rank) if isinstance(sampler, DistributedSampler) else (1, 0)
         positions = samples.groupby("image_path", sort=False).indices.values()
-        volumes = [[list(p[i : i + batch_size]) for i in range(0, len(p), batch_size)] for p in positions]
+        ordered = [
+            (v, list(p[i : i + batch_size])) for v, p in enumerate(positions) for i in range(0, len(p), batch_size)
+        ]
+        mine = ordered[rank * len(ordered) // replicas : (rank + 1) * len(ordered) // replicas]
+        volumes: dict[int, list[list[int]]] = {}
+        for volume, batch in mine:
+            volumes.setdefault(volume, []).append(batch)
         queues: list[list[list[int]]] = [[] for _ in range(max(1, num_workers))]
-        for batches in sorted(volumes, key=len, reverse=True):
+        for batches in sorted(volumes.values(), key=len, reverse=True):
             min(queues, key=len).extend(batches)
         self._batches: list[list[int]] = []
         while any(queues):

@@ -7,7 +7,13 @@ after it (every slice of a volume would overwrite one file). :class:`SliceVisual
 tensors instead — the image de-normalised with the model's own pre-processing statistics — with anomalib's
 ``visualize_image_item``, and saves ``<images>/<volume_id>_z<slice>.png``. Per volume it keeps at most
 ``max_slices_per_volume`` files: lesion slices (ground truth, or predicted label when there is none) until the quota is
-full, and normal slices only up to a quarter of it. Batches without ``volume_id`` go to anomalib's own behaviour.
+full, and normal slices only up to a quarter of it, in slice order. Batches without ``volume_id`` go to anomalib's own
+behaviour.
+
+Under DDP the choice does not depend on which process serves which slice: when the datamodule's slice table has
+labels, the slices to render are chosen from it at start (the same ones a single process would keep), each process
+renders the chosen slices it serves, into rank 0's output folder, and files are written atomically. Without labels
+(prediction), the quota is counted per process.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from typing import Any
 
 import torch
 from anomalib.data import ImageItem
+from anomalib.data.utils import LabelName
 from anomalib.visualization import ImageVisualizer
 from anomalib.visualization.image.item_visualizer import visualize_image_item
 from torchvision.transforms.v2 import Compose, Normalize
+
+from anomalib_medclip.volumes.stacking import write_atomic
 
 __all__ = ["SliceVisualizer"]
 
@@ -50,6 +59,8 @@ class SliceVisualizer(ImageVisualizer):
         self.max_slices_per_volume = max_slices_per_volume
         self._saved: Counter[str] = Counter()
         self._saved_normal: Counter[str] = Counter()
+        self._plan: dict[str, set[int]] = {}
+        self._dir: Path | None = None
 
     def _keep(self, volume_id: str, lesion: bool) -> bool:
         limit = self.max_slices_per_volume
@@ -61,13 +72,32 @@ class SliceVisualizer(ImageVisualizer):
         self._saved_normal[volume_id] += not lesion
         return True
 
+    def _planned(self, samples: Any) -> dict[str, set[int]]:
+        """Slices to render per fully labelled volume of a slice table, as the in-order quota would choose them."""
+        if samples is None or not {"volume_id", "slice_index", "label_index"} <= set(samples.columns):
+            return {}
+        plan: dict[str, set[int]] = {}
+        for volume_id, rows in samples.sort_values("slice_index", kind="stable").groupby("volume_id", sort=False):
+            if (rows.label_index != LabelName.UNKNOWN).all():
+                lesion = rows.label_index == LabelName.ABNORMAL
+                plan[str(volume_id)] = {
+                    int(z) for z, hit in zip(rows.slice_index, lesion, strict=True) if self._keep(str(volume_id), hit)
+                }
+        self._saved.clear()
+        self._saved_normal.clear()
+        return plan
+
     def _render(self, trainer: Any, pl_module: Any, batch: Any) -> None:
-        output_dir = Path(self.output_dir or Path(trainer.default_root_dir) / "images")
+        output_dir = self._dir or Path(self.output_dir or Path(trainer.default_root_dir) / "images")
         output_dir.mkdir(parents=True, exist_ok=True)
         stats = _normalize_stats(pl_module)
         for index, item in enumerate(batch):
+            volume_id, z = batch.volume_id[index], int(batch.slice_index[index])
             label = item.gt_label if item.gt_label is not None else item.pred_label
-            if not self._keep(batch.volume_id[index], bool(label is not None and label)):
+            if volume_id in self._plan:
+                if z not in self._plan[volume_id]:
+                    continue
+            elif not self._keep(volume_id, bool(label is not None and label)):
                 continue
             image = item.image.detach().float().cpu()
             image = (image * stats[1] + stats[0]).clamp(0, 1) if stats is not None else image.clamp(0, 1)
@@ -83,7 +113,9 @@ class SliceVisualizer(ImageVisualizer):
                 text_config=self.text_config,
             )
             if rendered is not None:
-                rendered.save(output_dir / f"{batch.volume_id[index]}_z{int(batch.slice_index[index]):03d}.png")
+                write_atomic(
+                    output_dir / f"{volume_id}_z{z:03d}.png", lambda tmp, r=rendered: r.save(tmp, format="PNG")
+                )
 
     def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
         """Render slice batches; other batches as anomalib does."""
@@ -97,9 +129,14 @@ class SliceVisualizer(ImageVisualizer):
         self.on_test_batch_end(trainer, pl_module, outputs, batch, *args)
 
     def on_test_start(self, trainer: Any, pl_module: Any) -> None:
-        """Start per-volume quotas afresh for every run."""
-        del trainer, pl_module
+        """Start per-volume quotas afresh; plan them from the slice table; take rank 0's output folder."""
+        del pl_module
         self._saved.clear()
         self._saved_normal.clear()
+        data = getattr(getattr(trainer, "datamodule", None), "test_data", None)
+        self._plan = self._planned(getattr(data, "samples", None))
+        output = str(self.output_dir or Path(trainer.default_root_dir) / "images")
+        # anomalib's versioned workspace is created per process (rank 1 may get v1 while rank 0 has v0): use rank 0's
+        self._dir = Path(trainer.strategy.broadcast(output, src=0) if trainer.world_size > 1 else output)
 
     on_predict_start = on_test_start

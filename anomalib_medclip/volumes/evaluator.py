@@ -19,6 +19,12 @@ datamodule serves for it have arrived (memory stays bounded by the volumes in fl
 - written under ``<results>/volumes/``: ``<volume_id>_anomaly_map.nii.gz`` (float32) and
   ``<volume_id>_pred_mask.nii.gz`` (uint8) with the source file's shape and affine.
 
+Under DDP (``--trainer.strategy ddp``) the slices of one volume may be served by several processes. Rank 0
+finalises the volumes it holds complete as above; every other process keeps its slices until epoch end, when they
+are gathered volume by volume to rank 0, merged by ``slice_index`` (a slice served twice counts once) and finalised
+there. Rank 0 alone writes every file; the summary is broadcast so that each process logs the same values. Outputs
+and numbers equal a single-process run (tested with two CPU processes).
+
 At test end: ``metrics_per_volume.csv``, ``summary.json`` (mean ± std, voxel AUROC/F1-max, threshold policy,
 normalisation, brain-mask choice, model and data identity), the BraTS study's plots, and the summary logged through
 ``pl_module.log`` so it joins anomalib's results table. At predict end (no ground truth): ``<volume_id>.json`` with
@@ -36,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from lightning.pytorch import Callback
 
 from anomalib_medclip.data.nifti import Volume, read_volume, to_source_orientation
@@ -110,9 +117,10 @@ class VolumeEvaluator(Callback):
         self._scores: dict[str, dict[int, float]] = defaultdict(dict)
         self._paths: dict[str, tuple[str, str | None]] = {}
         self._expected: dict[str, int] = {}
+        self._done: set[str] = set()
         self._rows: list[dict[str, Any]] = []
         self._slices: list[dict[str, Any]] = []
-        self._curves = VoxelCurves(self.curve_thresholds)
+        self._curves = VoxelCurves(self.curve_thresholds, sync_on_compute=False)  # rank 0 sees every voxel
         self._output: Path | None = None
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -133,28 +141,32 @@ class VolumeEvaluator(Callback):
         self._collect(trainer, batch, labelled=False)
 
     def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        """Finalise what is left, write the tables and plots, log the summary."""
-        for volume_id in list(self._maps):
-            self._finalise(trainer, volume_id, labelled=True)
-        if not self._rows:
+        """Finalise what is left, write the tables and plots (rank 0), log the summary (every rank)."""
+        self._finalise_rest(trainer, labelled=True)
+        summary = self._summary(trainer, pl_module) if trainer.is_global_zero and self._rows else None
+        if trainer.world_size > 1:
+            summary = trainer.strategy.broadcast(summary, src=0)
+        if summary is None:
             return
-        summary = self._summary(trainer, pl_module)
         if trainer.is_global_zero:
             self._write_reports(summary)
+        # every process holds the broadcast values: averaging them across processes keeps them (and is what
+        # Lightning expects of epoch-level logging under DDP)
         for stat in _STATS:
-            pl_module.log(f"volume3d_{stat}", summary[f"volume_{stat}"]["mean"], sync_dist=False)
+            pl_module.log(f"volume3d_{stat}", summary[f"volume_{stat}"]["mean"], sync_dist=True)
         for key in ("voxel_auroc", "voxel_f1_max"):
-            pl_module.log(key, summary[key], sync_dist=False)
+            pl_module.log(key, summary[key], sync_dist=True)
 
     def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Finalise what is left."""
-        for volume_id in list(self._maps):
-            self._finalise(trainer, volume_id, labelled=False)
+        self._finalise_rest(trainer, labelled=False)
 
     # ------------------------------------------------------------------ internals
     def _start(self, trainer: Any, split: str) -> None:
         self._reset()
-        self._output = Path(trainer.default_root_dir) / "volumes"
+        output = str(Path(trainer.default_root_dir) / "volumes")
+        # anomalib's versioned workspace is created per process (rank 1 may get v1 while rank 0 has v0): use rank 0's
+        self._output = Path(trainer.strategy.broadcast(output, src=0) if trainer.world_size > 1 else output)
         samples = getattr(getattr(getattr(trainer, "datamodule", None), split, None), "samples", None)
         if samples is not None and "volume_id" in samples:
             self._expected = samples.groupby("volume_id").size().to_dict()
@@ -165,13 +177,44 @@ class VolumeEvaluator(Callback):
         maps = batch.anomaly_map.detach().float().cpu().reshape(len(batch.volume_id), *batch.anomaly_map.shape[-2:])
         scores = batch.pred_score.detach().float().cpu() if batch.pred_score is not None else None
         for index, volume_id in enumerate(batch.volume_id):
+            if volume_id in self._done:  # a repeated slice (padding of a DistributedSampler) of a finished volume
+                continue
             z = int(batch.slice_index[index])
             self._maps[volume_id][z] = maps[index].numpy().astype(np.float16)
             if scores is not None:
                 self._scores[volume_id][z] = float(scores[index])
             self._paths[volume_id] = (batch.image_path[index], batch.mask_path[index] if batch.mask_path else None)
-            if len(self._maps[volume_id]) == self._expected.get(volume_id, -1):
-                self._finalise(trainer, volume_id, labelled)
+            if trainer.is_global_zero and len(self._maps[volume_id]) == self._expected.get(volume_id, -1):
+                self._finalise(volume_id, labelled)
+
+    def _finalise_rest(self, trainer: Any, labelled: bool) -> None:
+        """Finalise the incomplete volumes on rank 0, after gathering every process's slices of them there."""
+        if trainer.world_size > 1:
+            self._gather_to_rank_zero()
+        if trainer.is_global_zero:
+            for volume_id in sorted(self._maps):
+                self._finalise(volume_id, labelled)
+
+    def _gather_to_rank_zero(self) -> None:
+        """Move every process's buffered slices to rank 0, one volume at a time (bounded transfer size).
+
+        Lightning's ``strategy.all_gather`` needs equal tensor shapes on every process and would copy each volume to
+        all of them; the slices of a volume differ in number per process, so ``torch.distributed.gather_object``
+        sends them to rank 0 only.
+        """
+        held: list[list[str]] = [[] for _ in range(dist.get_world_size())]
+        dist.all_gather_object(held, sorted(self._maps))
+        for volume_id in sorted(set().union(*held)):  # the same sequence of collectives on every process
+            local = (self._maps.pop(volume_id, {}), self._scores.pop(volume_id, {}), self._paths.pop(volume_id, None))
+            parts: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+            dist.gather_object(local, parts, dst=0)
+            if volume_id in self._done:  # rank 0 finished it already: what arrived are repeated slices
+                continue
+            for maps, scores, paths in parts or []:
+                self._maps[volume_id].update(maps)
+                self._scores[volume_id].update(scores)
+                if paths is not None:
+                    self._paths[volume_id] = paths
 
     def _volume_threshold(self, score: np.ndarray, gt: np.ndarray, counted: np.ndarray) -> float:
         if self.threshold_policy != "oracle":
@@ -181,7 +224,9 @@ class VolumeEvaluator(Callback):
         dice = [2 * (truth & (values > t)).sum() / max(truth.sum() + (values > t).sum(), 1) for t in grid]
         return float(grid[int(np.argmax(dice))])
 
-    def _finalise(self, trainer: Any, volume_id: str, labelled: bool) -> None:
+    def _finalise(self, volume_id: str, labelled: bool) -> None:
+        """Stack, post-process, write and score one volume (rank 0 only)."""
+        self._done.add(volume_id)
         image_path, mask_path = self._paths.pop(volume_id)
         maps, scores = self._maps.pop(volume_id), self._scores.pop(volume_id, {})
         volume = read_volume(image_path)
@@ -195,15 +240,14 @@ class VolumeEvaluator(Callback):
             raise ValueError(msg)
         threshold = self._volume_threshold(score, gt, counted) if gt is not None else self.threshold
         pred = remove_small_components((score > threshold) & counted, self.min_component_voxels)
-        if trainer.is_global_zero:
-            out = self._output
-            write_nifti(
-                out / f"{volume_id}_anomaly_map.nii.gz",
-                to_source_orientation(score, volume.source_affine),
-                volume.source_affine,
-            )
-            mask = to_source_orientation(pred.astype(np.uint8), volume.source_affine)
-            write_nifti(out / f"{volume_id}_pred_mask.nii.gz", mask, volume.source_affine)
+        out = self._output
+        write_nifti(
+            out / f"{volume_id}_anomaly_map.nii.gz",
+            to_source_orientation(score, volume.source_affine),
+            volume.source_affine,
+        )
+        mask = to_source_orientation(pred.astype(np.uint8), volume.source_affine)
+        write_nifti(out / f"{volume_id}_pred_mask.nii.gz", mask, volume.source_affine)
         if gt is None:
             self._write_scan_report(volume_id, scores, pred, volume.spacing)
             return
@@ -251,8 +295,12 @@ class VolumeEvaluator(Callback):
                 }
             )
 
+    def _table(self) -> pd.DataFrame:
+        """Per-volume rows sorted by ``volume_id``: the same table whatever order (or process) finished them."""
+        return pd.DataFrame(self._rows).sort_values("volume_id", kind="stable", ignore_index=True)
+
     def _summary(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
-        table = pd.DataFrame(self._rows)
+        table = self._table()
         datamodule = getattr(trainer, "datamodule", None)
         hparams = dict(getattr(pl_module, "hparams", {}))
         return {
@@ -281,7 +329,7 @@ class VolumeEvaluator(Callback):
 
     def _write_reports(self, summary: dict[str, Any]) -> None:
         out = self._output
-        table = pd.DataFrame(self._rows)
+        table = self._table()
         columns = [*CSV_COLUMNS, "threshold", *(["hd95"] if self.hd95 else [])]
         write_atomic(out / "metrics_per_volume.csv", lambda tmp: table[columns].to_csv(tmp, index=False))
         text = json.dumps(summary, indent=2, default=str)

@@ -16,12 +16,12 @@ in [0, 1] (the adaptive threshold maps to 0.5), which is what binning over [0, 1
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from monai.metrics import compute_confusion_matrix_metric, compute_hausdorff_distance, get_confusion_matrix
 from torchmetrics.classification import BinaryAUROC
-from torchmetrics.functional.classification.precision_recall_curve import _binary_precision_recall_curve_compute
 
 __all__ = ["VolumeScores", "VoxelCurves", "dice_2d_mean", "hd95", "volume_scores"]
 
@@ -105,13 +105,14 @@ class VoxelCurves(BinaryAUROC):
 
     Args:
         thresholds: number of evenly spaced thresholds in [0, 1].
+        **kwargs: passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute=False`` when one process sees all voxels).
     """
 
-    def __init__(self, thresholds: int = 1000) -> None:
+    def __init__(self, thresholds: int = 1000, **kwargs: Any) -> None:
         if thresholds < 2:
             msg = f"thresholds={thresholds}; expected at least 2."
             raise ValueError(msg)
-        super().__init__(thresholds=thresholds)
+        super().__init__(thresholds=thresholds, **kwargs)
 
     def update(self, preds: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
         """Add voxels: scores and binary labels of the same shape."""
@@ -131,6 +132,6 @@ class VoxelCurves(BinaryAUROC):
         if not positives or not negatives:
             nan = torch.tensor(float("nan"))
             return {"voxel_auroc": nan, "voxel_f1_max": nan}
-        precision, recall, _ = _binary_precision_recall_curve_compute(self.confmat, self.thresholds)
-        f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
-        return {"voxel_auroc": super().compute(), "voxel_f1_max": f1.max()}
+        tp, fp, fn = self.confmat[:, 1, 1], self.confmat[:, 0, 1], self.confmat[:, 1, 0]
+        f1 = 2 * tp / (2 * tp + fp + fn)  # defined at every threshold (positives exist): 0 where nothing is predicted
+        return {"voxel_auroc": super().compute(), "voxel_f1_max": f1.max().float()}

@@ -159,7 +159,8 @@ class MedCrossModalCLIPModel(nn.Module):
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Image scores ``(B,)`` and anomaly maps ``(B, 1, S, S)``."""
         logits, maps = self.forward_train(images)
-        pred_score = logits.softmax(dim=-1)[:, 1]
-        if maps is None:
-            return InferenceBatch(pred_score=pred_score)
-        return InferenceBatch(pred_score=pred_score, anomaly_map=self.smoothing(maps[:, 1:]))
+        with torch.autocast(images.device.type, enabled=False):  # under mixed precision, scores and maps in float32
+            pred_score = logits.float().softmax(dim=-1)[:, 1]
+            if maps is None:
+                return InferenceBatch(pred_score=pred_score)
+            return InferenceBatch(pred_score=pred_score, anomaly_map=self.smoothing(maps[:, 1:].float()))

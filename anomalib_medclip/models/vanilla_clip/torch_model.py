@@ -84,8 +84,9 @@ class VanillaCLIPModel(DynamicBufferMixin, nn.Module):
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Image scores ``(B,)`` (probability of "anomalous") and anomaly maps ``(B, 1, S, S)``."""
         logits, patch_logits = self.image_logits(images)
-        pred_score = logits.softmax(dim=-1)[:, 1]
-        if not patch_logits:
-            return InferenceBatch(pred_score=pred_score)
-        maps = layer_maps_to_image([p.softmax(dim=-1)[..., 1] for p in patch_logits], images.shape[-1])
-        return InferenceBatch(pred_score=pred_score, anomaly_map=self.smoothing(maps))
+        with torch.autocast(images.device.type, enabled=False):  # under mixed precision, scores and maps in float32
+            pred_score = logits.float().softmax(dim=-1)[:, 1]
+            if not patch_logits:
+                return InferenceBatch(pred_score=pred_score)
+            maps = layer_maps_to_image([p.float().softmax(dim=-1)[..., 1] for p in patch_logits], images.shape[-1])
+            return InferenceBatch(pred_score=pred_score, anomaly_map=self.smoothing(maps))

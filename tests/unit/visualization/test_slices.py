@@ -42,7 +42,7 @@ def module() -> SimpleNamespace:
 
 def test_quota_lesions_first_normals_capped(tmp_path: Path, module: SimpleNamespace) -> None:
     visualizer = SliceVisualizer(max_slices_per_volume=4, fields=["image"], overlay_fields=[])
-    trainer = SimpleNamespace(default_root_dir=tmp_path)
+    trainer = SimpleNamespace(default_root_dir=tmp_path, world_size=1)
     raw = torch.rand(6, 3, 16, 16)
     visualizer.on_test_start(trainer, module)
     visualizer.on_test_batch_end(
@@ -77,3 +77,24 @@ def test_image_is_denormalised_with_model_statistics(
 def test_invalid_quota() -> None:
     with pytest.raises(ValueError, match="max_slices_per_volume=0"):
         SliceVisualizer(max_slices_per_volume=0)
+
+
+def test_planned_quota_does_not_depend_on_which_process_serves_a_slice(tmp_path: Path, module: SimpleNamespace) -> None:
+    """Two 'ranks' serving halves of a volume in any order render exactly the slices one process renders."""
+    import pandas as pd
+
+    labels = [0, 0, 1, 1, 1, 1]
+    samples = pd.DataFrame({"volume_id": "case_a", "slice_index": range(6), "label_index": labels})
+    raw = torch.rand(6, 3, 16, 16)
+    for rank, served in enumerate(([5, 3, 1], [4, 2, 0])):
+        trainer = SimpleNamespace(
+            default_root_dir=tmp_path,
+            world_size=1,
+            datamodule=SimpleNamespace(test_data=SimpleNamespace(samples=samples)),
+        )
+        visualizer = SliceVisualizer(max_slices_per_volume=4, fields=["image"], overlay_fields=[])
+        visualizer.on_test_start(trainer, module)
+        batch = _batch("case_a", served, [labels[z] for z in served], raw[served])
+        visualizer.on_test_batch_end(trainer, module, None, batch, rank)
+    names = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert names == ["case_a_z000.png", "case_a_z002.png", "case_a_z003.png", "case_a_z004.png"]

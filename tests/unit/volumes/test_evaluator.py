@@ -88,7 +88,9 @@ def _run(tmp_path: Path, cases: dict, evaluator: VolumeEvaluator, expected: bool
     order = rng.permutation(len(items))  # shuffled slice order, volumes interleaved
     samples = pd.DataFrame({"volume_id": [i[0] for i in items]})
     datamodule = SimpleNamespace(test_data=SimpleNamespace(samples=samples if expected else None))
-    trainer = SimpleNamespace(default_root_dir=tmp_path / "run", datamodule=datamodule, is_global_zero=True)
+    trainer = SimpleNamespace(
+        default_root_dir=tmp_path / "run", datamodule=datamodule, is_global_zero=True, world_size=1
+    )
     logged: list[tuple[str, float]] = []
     module = SimpleNamespace(log=lambda key, value, **_: logged.append((key, value)), hparams={})
     evaluator.on_test_start(trainer, module)
@@ -197,7 +199,7 @@ def test_batches_without_volume_id_are_ignored(tmp_path: Path) -> None:
     from anomalib.data import ImageBatch
 
     evaluator = VolumeEvaluator()
-    trainer = SimpleNamespace(default_root_dir=tmp_path, datamodule=None, is_global_zero=True)
+    trainer = SimpleNamespace(default_root_dir=tmp_path, datamodule=None, is_global_zero=True, world_size=1)
     evaluator.on_test_start(trainer, None)
     batch = ImageBatch(image=torch.rand(2, 3, 8, 8), anomaly_map=torch.rand(2, 8, 8))
     evaluator.on_test_batch_end(trainer, None, None, batch, 0)
@@ -211,3 +213,23 @@ def test_optional_hd95_column(tmp_path: Path, cases: dict) -> None:
     assert table.loc["case_p", "hd95"] == 0.0
     assert table.loc[["case_z", "case_e"], "hd95"].isna().all()  # empty prediction / empty ground truth
     assert table.loc["case_r", "hd95"] > 0
+
+
+def test_a_repeated_slice_of_a_finished_volume_is_ignored(tmp_path: Path, cases: dict) -> None:
+    """Lightning's DistributedSampler repeats slices to even out processes: a late repeat must not re-open a volume."""
+    image, seg, name = cases["perfect"]
+    items = [(name, 0, image, seg, z, m) for z, m in _slices(image, seg, "perfect", np.random.default_rng(0))]
+    samples = pd.DataFrame({"volume_id": [name] * len(items)})
+    trainer = SimpleNamespace(
+        default_root_dir=tmp_path, datamodule=SimpleNamespace(test_data=SimpleNamespace(samples=samples)),
+        is_global_zero=True, world_size=1,
+    )  # fmt: skip
+    module = SimpleNamespace(log=lambda *_, **__: None, hparams={})
+    evaluator = VolumeEvaluator()
+    evaluator.on_test_start(trainer, module)
+    evaluator.on_test_batch_end(trainer, module, None, _batch(items), 0)
+    written = (tmp_path / "volumes" / f"{name}_anomaly_map.nii.gz").stat().st_mtime_ns
+    evaluator.on_test_batch_end(trainer, module, None, _batch(items[:1]), 1)
+    evaluator.on_test_epoch_end(trainer, module)
+    assert len(pd.read_csv(tmp_path / "volumes" / "metrics_per_volume.csv")) == 1
+    assert (tmp_path / "volumes" / f"{name}_anomaly_map.nii.gz").stat().st_mtime_ns == written

@@ -1,0 +1,59 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""Mixed precision: the models run under autocast (bf16 on CPU, fp16 on CUDA) and hand float32 scores and maps on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from anomalib.data import ImageBatch
+
+from anomalib_medclip import MedCrossModalCLIP
+from anomalib_medclip.models import VanillaCLIP
+
+ARGS = {"backbone": "ViT-B-16", "pretrained": None, "image_size": 32, "object_name": "brain MRI scan"}
+
+
+def _model(cls: type, device: str) -> torch.nn.Module:
+    model = cls(**ARGS, finetune_layers=1)
+    model.setup()
+    return model.to(device)
+
+
+def _check(cls: type, device: str, dtype: torch.dtype, tolerance: float) -> None:
+    model = _model(cls, device)
+    images = torch.rand(4, 3, 32, 32, device=device)
+    model.eval()
+    with torch.no_grad():
+        reference = model.model(images)
+        with torch.autocast(device, dtype=dtype):
+            mixed = model.model(images)
+    for field in ("pred_score", "anomaly_map"):
+        value, expected = getattr(mixed, field), getattr(reference, field)
+        assert value.dtype == torch.float32, field  # PostProcessor, metrics and numpy exports get float32
+        assert torch.isfinite(value).all()
+        assert torch.allclose(value, expected, atol=tolerance), (field, (value - expected).abs().max())
+
+    model.train()
+    gt_mask = torch.zeros(4, 32, 32, dtype=torch.bool, device=device)
+    gt_mask[2:, 8:20, 8:20] = True
+    batch = ImageBatch(image=images, gt_label=torch.tensor([0, 0, 1, 1], device=device), gt_mask=gt_mask)
+    with torch.autocast(device, dtype=dtype):
+        loss = model.training_step(batch)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert torch.isfinite(loss)
+    assert grads
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("cls", [VanillaCLIP, MedCrossModalCLIP])
+def test_bf16_autocast_on_cpu(cls: type) -> None:
+    _check(cls, "cpu", torch.bfloat16, tolerance=0.05)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", [VanillaCLIP, MedCrossModalCLIP])
+def test_fp16_autocast_on_cuda(cls: type) -> None:
+    _check(cls, "cuda", torch.float16, tolerance=0.02)
