@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import open_clip
 import torch
 from anomalib import LearningType
@@ -150,7 +151,7 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
         if dataset is None:
             msg = "k_shot > 0 needs a datamodule with a training split to draw normal reference images from."
             raise ValueError(msg)
-        normal = torch.from_numpy((dataset.samples["label_index"] == 0).to_numpy()).nonzero().flatten()
+        normal = torch.from_numpy(np.flatnonzero(dataset.samples["label_index"].to_numpy() == 0))
         if len(normal) < self.hparams.k_shot:
             msg = f"k_shot={self.hparams.k_shot}, but the training split has only {len(normal)} normal images."
             raise ValueError(msg)
