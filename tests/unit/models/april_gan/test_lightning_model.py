@@ -49,7 +49,15 @@ def test_few_shot_training_memory_bank_and_slim_checkpoint(image_folder: Path, t
     with torch.no_grad():
         tokens = model.model.backbone.encode_image(images, out_layers=(3, 6, 9, 12)).patch_tokens
     assert torch.allclose(model.model.memory_bank, torch.stack([t.reshape(8, -1) for t in tokens]), atol=1e-6)
-    assert model.model.score_range.shape == (2,)
+    # the score-fusion range is the min and max of the per-image map maxima over the validation split
+    with torch.no_grad():
+        maxima = torch.cat(
+            [
+                model.model(model.pre_processor.transform(batch.image)).anomaly_map.amax(dim=(1, 2, 3))
+                for batch in datamodule.val_dataloader()
+            ]
+        )
+    assert torch.allclose(model.model.score_range, torch.stack([maxima.min(), maxima.max()]), atol=1e-6)
 
     (ckpt,) = (tmp_path / "run").rglob("model.ckpt")
     state = torch.load(ckpt, weights_only=False)
