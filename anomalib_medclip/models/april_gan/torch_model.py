@@ -138,7 +138,8 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
         key = (self.backbone.fingerprint, self.backbone.info.name, object_name)
         if key not in _TEXT_CACHE:
             _TEXT_CACHE[key] = encode_prompt_ensemble(self.backbone, object_name).cpu()
-        self.text_features = _TEXT_CACHE[key].to(self.backbone.logit_scale.device)
+        scale = self.backbone.clip.logit_scale
+        self.text_features = _TEXT_CACHE[key].to(device=scale.device, dtype=scale.dtype)
         self.object_name = object_name
 
     @torch.no_grad()
