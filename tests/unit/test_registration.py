@@ -97,6 +97,13 @@ def test_stock_cli_train_test_predict_from_checkpoint(image_folder: Path, tmp_pa
     assert predicted == {p.name for p in (image_folder / "bad").iterdir()}
 
 
+def test_stock_cli_resolves_the_vand_alias() -> None:
+    proc = _run([ANOMALIB, "train", "--model.help", "VAND"])
+    assert proc.returncode == 0, proc.stderr
+    assert "anomalib_medclip.VAND" in proc.stdout
+    assert "--model.k_shot" in proc.stdout
+
+
 @pytest.mark.parametrize(("argv", "seed"), [(["--seed_everything", "3"], 3), (["--seed_everything=5"], 5), ([], None)])
 def test_fallback_cli_reads_seed(argv: list[str], seed: int | None) -> None:
     from anomalib_medclip.cli import _seed_from_argv
@@ -126,6 +133,7 @@ def _bmad_brain_tree(source: Path, root: Path) -> Path:
     ("model", "data"),
     [
         ("MedCrossModalCLIP", ["--data", "DemoBraTS", "--data.n_subjects", "4", "--trainer.max_epochs", "1"]),
+        ("AprilGAN", ["--data", "DemoBraTS", "--data.n_subjects", "4", "--trainer.max_epochs", "1"]),
         ("VanillaCLIP", ["--data", "MedBMAD", "--data.category", "Brain"]),
     ],
 )

@@ -1,0 +1,246 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""AprilGAN (the BraTS study's "VAND"): CLIP with linear patch adapters, zero-shot and few-shot (memory bank).
+
+- Without ``official_checkpoint`` the adapters are trained (focal + Dice on the abnormal channel, summed over
+  layers; Adam lr 1e-3, betas (0.5, 0.999)) on the datamodule's labelled training split with masks, the original's
+  auxiliary-data protocol. anomalib only calls ``fit`` for ``LearningType.ONE_CLASS``, so that is what it reports.
+- With ``official_checkpoint`` (the original's ``{"trainable_linearlayer": ...}`` files) nothing is trained:
+  ZERO_SHOT, or FEW_SHOT when ``k_shot > 0``.
+- ``k_shot > 0``: k normal images of the datamodule's training split (seeded draw) fill the memory bank before
+  validation/test/predict; the image score is fused with the max of the map, min-max normalised over the
+  validation split (computed in an extra pass over it at the start of each validation).
+
+``VAND`` is the same class under the study's name (``--model VAND``).
+
+Example:
+    >>> model = AprilGAN(official_checkpoint="exps/pretrained/mvtec_pretrained.pth", k_shot=4)  # doctest: +SKIP
+    >>> Engine().test(model, datamodule=DemoBraTS())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import open_clip
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.visualization import Visualizer
+from torch import nn
+
+from anomalib_medclip.backbones import Activation, PosEmbedMode
+from anomalib_medclip.models.april_gan.torch_model import AprilGANModel
+from anomalib_medclip.models.components import MedCLIPModuleMixin
+from anomalib_medclip.models.components.losses import MapLoss
+from anomalib_medclip.models.vanilla_clip.torch_model import default_map_layers
+
+__all__ = ["VAND", "AprilGAN", "original_activation"]
+
+logger = logging.getLogger(__name__)
+
+
+def original_activation(backbone: str, pretrained: str | Path | None, image_size: int | None) -> Activation:
+    """The MLP activation the original code builds.
+
+    Its vendored open_clip loads OpenAI weights as the QuickGELU model only at the native input size; at any other
+    size it builds ``CLIP(**config)``, i.e. ``nn.GELU`` (not what the weights were trained with). Other weights get
+    the architecture config's activation; ``hf-hub:`` models keep their own (``"auto"``).
+    """
+    config = open_clip.get_model_config(backbone) if not backbone.startswith("hf-hub:") else None
+    if config is None:
+        return "auto"
+    if str(pretrained).lower() == "openai":
+        return "quick_gelu" if image_size in {None, config["vision_cfg"]["image_size"]} else "gelu"
+    return "quick_gelu" if config.get("quick_gelu", False) else "gelu"
+
+
+class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
+    """APRIL-GAN / VAND zero- and few-shot anomaly detection and segmentation.
+
+    Args:
+        backbone: open_clip architecture; the original's scripts use ``"ViT-L-14-336"``.
+        pretrained: open_clip tag, local weights file, or ``None`` for seeded random weights (tests only).
+        image_size: input size (the scripts use 518); ``None`` keeps the native size.
+        activation: ``"original"`` (the original's choice, see :func:`original_activation`), ``"auto"``,
+            ``"gelu"`` or ``"quick_gelu"``.
+        pos_embed_mode: positional-embedding resize kernel (the original: bicubic with antialias).
+        seed: seed of a random backbone and of the adapters' initialisation.
+        object_name: object phrase of the prompts; ``None`` takes the datamodule's.
+        layers: 1-indexed layers with adapters (``None`` = quarters of the tower: 6/12/18/24 for ViT-L).
+        k_shot: normal reference images of the memory bank (0 = zero-shot).
+        few_shot_layers: layers of the memory bank (``None`` = ``layers``).
+        reference_seed: seed of the draw of the reference images.
+        fuse_image_score: in few-shot mode, fuse the image score with the normalised max of the map (original).
+        smoothing_sigma: Gaussian sigma of the map (the original does not smooth: 0).
+        official_checkpoint: the original's adapter file; given, the model is not trained.
+        lr: Adam learning rate of the adapters.
+        pre_processor, post_processor, evaluator, visualizer: anomalib components.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "ViT-L-14-336",
+        pretrained: str | Path | None = "openai",
+        image_size: int | None = 518,
+        activation: Activation | Literal["original"] = "original",
+        pos_embed_mode: PosEmbedMode = "bicubic-antialias",
+        seed: int = 0,
+        object_name: str | None = None,
+        layers: Sequence[int] | None = None,
+        k_shot: int = 0,
+        few_shot_layers: Sequence[int] | None = None,
+        reference_seed: int = 42,
+        fuse_image_score: bool = True,
+        smoothing_sigma: float = 0.0,
+        official_checkpoint: str | Path | None = None,
+        lr: float = 1e-3,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        if k_shot < 0:
+            msg = f"k_shot must be >= 0, got {k_shot}."
+            raise ValueError(msg)
+        if activation == "original":
+            activation = original_activation(backbone, pretrained, image_size)
+        clip, components = self.build_backbone(
+            {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator,
+             "visualizer": visualizer},
+            name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
+            pos_embed_mode=pos_embed_mode, seed=seed,
+        )  # fmt: skip
+        super().__init__(**components)
+        layers = tuple(layers) if layers is not None else default_map_layers(clip.visual_depth)
+        with torch.random.fork_rng(devices=[]):  # the adapters' initialisation is part of the model's identity
+            torch.manual_seed(seed)
+            self.model = AprilGANModel(clip, layers, few_shot_layers, smoothing_sigma=smoothing_sigma)
+        if official_checkpoint is not None:
+            self.model.load_official_checkpoint(official_checkpoint)
+        self.object_name = object_name
+        self.map_loss = MapLoss(normal_dice=False)
+
+    # ------------------------------------------------------------------ set-up
+    def prepare(self) -> None:
+        """Text features (once; a checkpoint restores them), then the memory bank when ``k_shot > 0``.
+
+        Called at the start of training, validation, test and prediction, when the datamodule is known, the model
+        is on its device and a checkpoint has been restored.
+        """
+        if self.model.text_features.numel() == 0:
+            self.model.setup_text(self.resolve_object_name(self.object_name))
+        if self.hparams.k_shot and not self.model.few_shot:
+            self.model.setup_memory(self.reference_images())
+
+    def _transform(self, images: torch.Tensor) -> torch.Tensor:
+        """What the pre-processor does to batches in the loops (images read outside them bypass it)."""
+        transform = getattr(self.pre_processor, "transform", None)
+        return transform(images) if transform is not None else images
+
+    def reference_images(self) -> torch.Tensor:
+        """``k_shot`` normal images of the datamodule's training split, drawn with ``reference_seed``."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "train_data", None)
+        if dataset is None:
+            msg = "k_shot > 0 needs a datamodule with a training split to draw normal reference images from."
+            raise ValueError(msg)
+        normal = torch.from_numpy(np.flatnonzero(dataset.samples["label_index"].to_numpy() == 0))
+        if len(normal) < self.hparams.k_shot:
+            msg = f"k_shot={self.hparams.k_shot}, but the training split has only {len(normal)} normal images."
+            raise ValueError(msg)
+        generator = torch.Generator().manual_seed(self.hparams.reference_seed)
+        chosen = normal[torch.randperm(len(normal), generator=generator)[: self.hparams.k_shot]].sort().values
+        images = [self._transform(dataset[int(index)].image.unsqueeze(0).to(self.device)) for index in chosen]
+        return torch.cat(images)
+
+    def _calibrate_image_score(self, loaders: Iterable | torch.utils.data.DataLoader) -> None:
+        """Min and max of the per-image max map over the validation split (the few-shot score fusion)."""
+        loaders = [loaders] if isinstance(loaders, torch.utils.data.DataLoader) else list(loaders)
+        self.model.score_range = torch.empty(0, device=self.device)  # unfused while calibrating
+        maxima = []
+        with torch.no_grad():
+            for loader in loaders:
+                for batch in loader:
+                    images = self._transform(batch.image.to(self.device))
+                    maxima.append(self.model(images).anomaly_map.amax(dim=(1, 2, 3)))
+        self.model.set_score_range(torch.cat(maxima))
+
+    def on_train_start(self) -> None:
+        """Text features before the first step."""
+        self.prepare()
+
+    def on_validation_start(self) -> None:
+        """Set-up, then the score-fusion range on the validation split (the adapters may have changed)."""
+        self.prepare()
+        if self.hparams.k_shot and self.hparams.fuse_image_score:
+            self._calibrate_image_score(self.trainer.val_dataloaders)
+
+    def on_test_start(self) -> None:
+        """Set-up (unless restored from the checkpoint)."""
+        self.prepare()
+        if self.hparams.k_shot and self.hparams.fuse_image_score and not self.model.score_range.numel():
+            logger.warning("No validation range for the few-shot score fusion: image scores are zero-shot only.")
+
+    def on_predict_start(self) -> None:
+        """Set-up (unless restored from the checkpoint)."""
+        self.prepare()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also record the object phrase of the stored text features."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["object_name"] = self.model.object_name
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the object phrase of the stored text features."""
+        super().on_load_checkpoint(checkpoint)
+        self.model.object_name = checkpoint.get("object_name")
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Sum over layers of focal + Dice (abnormal channel) against the masks."""
+        del args, kwargs
+        if batch.gt_mask is None:
+            msg = "AprilGAN trains its adapters on masks, but the training batches have none (gt_mask is None)."
+            raise ValueError(msg)
+        probs = self.model.forward_train(batch.image)
+        loss = torch.stack([self.map_loss(p, batch.gt_mask) for p in probs]).sum()
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch.image))
+        return loss
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
+        """Predict on the validation batch (thresholds and normalisation are learnt from it)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | None:
+        """Adam over the adapters only (betas of the original); nothing to train with an official checkpoint."""
+        if self.hparams.official_checkpoint is not None:
+            return None
+        return torch.optim.Adam(self.model.fc.parameters(), lr=self.hparams.lr, betas=(0.5, 0.999))
+
+    @property
+    def learning_type(self) -> LearningType:
+        """ONE_CLASS (= trainable, so anomalib calls ``fit``) without an official checkpoint; else zero/few-shot."""
+        if self.hparams.official_checkpoint is None:
+            return LearningType.ONE_CLASS
+        return LearningType.FEW_SHOT if self.hparams.k_shot else LearningType.ZERO_SHOT
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No sanity validation (it would learn thresholds before training); epochs stay the user's choice."""
+        return {"num_sanity_val_steps": 0}
+
+
+class VAND(AprilGAN, AnomalibModule):
+    """``AprilGAN`` under the BraTS study's name, so that ``--model VAND`` and ``get_model("VAND")`` work.
+
+    Naming ``AnomalibModule`` again makes it a *direct* subclass, which anomalib's ``get_model`` requires; the
+    method resolution order is unchanged (``AprilGAN`` first), so nothing is duplicated.
+    """

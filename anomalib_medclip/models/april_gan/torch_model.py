@@ -1,0 +1,266 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""APRIL-GAN (the VAND 2023 challenge method): linear adapters on CLIP patch tokens plus a prompt ensemble.
+
+- Text: 7 normal and 5 abnormal state phrases of the object, each in 35 templates (245 + 175 sentences); the
+  L2-normalised sentence features are averaged per state group and normalised again, giving ``T`` ``(D, 2)``. They
+  are computed once per object phrase, in one batch truncated at the longest end-of-text token, and kept as a buffer.
+- Image score: ``softmax(100 * norm(pooled) @ T)[abnormal]``.
+- Map: for each tapped layer ``l``, a trainable ``Linear(Dv, D)`` maps the raw patch tokens (block output, CLS
+  dropped, no ``ln_post``/``proj``) into the joint space; ``100 * norm(.) @ T`` gives two logits per patch, which are
+  upsampled bilinearly with ``align_corners=True`` and soft-maxed; the abnormal probabilities are summed over layers.
+- Few-shot: raw patch tokens of k normal reference images form a memory bank per layer; each patch scores
+  ``min over the memory of (1 - cos)``, upsampled the same way and summed over layers, and added to the map. The
+  image score then becomes ``0.5 * (score + min-max normalised max of the map)``, with the min and max taken over the
+  validation split (the original takes them over the test images of the class; see ``README.md``).
+
+Report: "APRIL-GAN: A Zero-/Few-Shot Anomaly Classification and Segmentation Method for CVPR 2023 VAND Workshop
+Challenge", https://arxiv.org/abs/2305.17382
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from anomalib.data import InferenceBatch
+from anomalib.models.components import DynamicBufferMixin
+from torch import nn
+
+from anomalib_medclip.backbones import CLIPBackbone
+from anomalib_medclip.models.components import GaussianSmoothing
+
+__all__ = ["OFFICIAL_KEY", "AprilGANModel", "encode_prompt_ensemble", "ensemble_sentences"]
+
+OFFICIAL_KEY = "trainable_linearlayer"
+LOGIT_SCALE = 100.0  # fixed in the original, not CLIP's learned temperature
+# text features per (backbone fingerprint, architecture, object phrase): models rebuilt in one process skip the text
+_TEXT_CACHE: dict[tuple[str, str, str], torch.Tensor] = {}
+
+_QUALITIES = (
+    "bad", "low resolution", "cropped", "bright", "dark", "close-up", "black and white", "jpeg corrupted",
+    "blurry", "good",
+)  # fmt: skip
+_TEMPLATES: tuple[str, ...] = (
+    *(f"a {quality} photo of {article} {{}}." for quality in _QUALITIES for article in ("a", "the")),
+    *(f"a photo of {determiner} {{}}." for determiner in ("a", "the", "my", "one")),
+    *(f"a photo of {article} {size} {{}}." for article in ("a", "the") for size in ("cool", "large", "small")),
+    *(f"there is {article} {{}} in the scene." for article in ("a", "the")),
+    *(f"this is {determiner} {{}} in the scene." for determiner in ("a", "the", "one")),
+)
+_NORMAL_STATES = (
+    "{}",
+    *(f"{word} {{}}" for word in ("flawless", "perfect", "unblemished")),
+    *(f"{{}} without {word}" for word in ("flaw", "defect", "damage")),
+)
+_ABNORMAL_STATES = (
+    *(f"{word} {{}}" for word in ("damaged", "broken")),
+    *(f"{{}} with {word}" for word in ("flaw", "defect", "damage")),
+)
+
+
+def ensemble_sentences(object_name: str) -> tuple[list[str], list[str]]:
+    """The 245 normal and 175 abnormal sentences of the APRIL-GAN prompt ensemble for ``object_name``."""
+    if not object_name.strip():
+        msg = "object_name must be a non-empty phrase such as 'brain MRI scan'."
+        raise ValueError(msg)
+
+    def expand(states: tuple[str, ...]) -> list[str]:
+        return [template.format(state.format(object_name)) for state in states for template in _TEMPLATES]
+
+    return expand(_NORMAL_STATES), expand(_ABNORMAL_STATES)
+
+
+@torch.no_grad()
+def encode_prompt_ensemble(backbone: CLIPBackbone, object_name: str) -> torch.Tensor:
+    """Normal and abnormal text features ``(D, 2)`` of the prompt ensemble (uncached).
+
+    The 420 sentences are tokenised once and encoded in groups of equal length, each truncated at its end-of-text
+    token: exact under CLIP's causal mask, and about 7x fewer token positions than 77-token sequences.
+    """
+    normal, abnormal = ensemble_sentences(object_name)
+    tokens = backbone.tokenize([*normal, *abnormal])
+    lengths = tokens.argmax(dim=-1)
+    features = torch.empty(len(tokens), backbone.embed_dim, device=tokens.device)
+    for length in lengths.unique():
+        rows = (lengths == length).nonzero().flatten()
+        features[rows] = backbone.encode_text(tokens[rows], normalize=True).to(features.dtype)
+    groups = (features[: len(normal)], features[len(normal) :])
+    return torch.stack([F.normalize(group.mean(dim=0), dim=-1) for group in groups], dim=1)
+
+
+def _upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, P, C)`` patch values on a square grid -> ``(B, C, size, size)``, bilinear with ``align_corners=True``."""
+    batch, patches, channels = maps.shape
+    grid = round(patches**0.5)
+    maps = maps.transpose(1, 2).reshape(batch, channels, grid, grid)
+    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=True)
+
+
+class AprilGANModel(DynamicBufferMixin, nn.Module):
+    """Torch model of ``AprilGAN``.
+
+    Args:
+        backbone: the shared CLIP wrapper (frozen).
+        layers: 1-indexed visual layers with a linear adapter each (the zero-shot map).
+        few_shot_layers: layers of the few-shot memory bank (``None`` = ``layers``).
+        smoothing_sigma: Gaussian sigma of the map in pixels; 0 (the original) disables it.
+    """
+
+    def __init__(
+        self,
+        backbone: CLIPBackbone,
+        layers: Sequence[int],
+        few_shot_layers: Sequence[int] | None = None,
+        smoothing_sigma: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.layers = tuple(layers)
+        self.few_shot_layers = tuple(few_shot_layers) if few_shot_layers is not None else self.layers
+        if not self.layers:
+            msg = "AprilGAN needs at least one layer for its linear adapters."
+            raise ValueError(msg)
+        self.fc = nn.ModuleList(nn.Linear(backbone.visual_width, backbone.embed_dim) for _ in self.layers)
+        self.smoothing = GaussianSmoothing(smoothing_sigma)
+        self.register_buffer("text_features", torch.empty(0))  # (D, 2): normal, abnormal
+        self.register_buffer("memory_bank", torch.empty(0))  # (len(few_shot_layers), k * P, Dv)
+        self.register_buffer("score_range", torch.empty(0))  # (2,): min and max of the max map (validation)
+        self.object_name: str | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup_text(self, object_name: str) -> None:
+        """Set ``text_features`` ``(D, 2)`` to the prompt ensemble of ``object_name`` (cached per backbone weights)."""
+        key = (self.backbone.fingerprint, self.backbone.info.name, object_name)
+        if key not in _TEXT_CACHE:
+            _TEXT_CACHE[key] = encode_prompt_ensemble(self.backbone, object_name).cpu()
+        scale = self.backbone.clip.logit_scale
+        self.text_features = _TEXT_CACHE[key].to(device=scale.device, dtype=scale.dtype)
+        self.object_name = object_name
+
+    @torch.no_grad()
+    def setup_memory(self, reference_images: torch.Tensor) -> None:
+        """Memory bank of the raw patch tokens of normal reference images ``(k, 3, S, S)`` (CLIP-normalised)."""
+        tokens = self.backbone.encode_image(reference_images, out_layers=self.few_shot_layers).patch_tokens
+        self.memory_bank = torch.stack([layer.reshape(-1, layer.shape[-1]) for layer in tokens])
+
+    def set_score_range(self, max_maps: torch.Tensor) -> None:
+        """Min-max range of per-image map maxima used by the few-shot image score (from a calibration split)."""
+        low, high = max_maps.min(), max_maps.max()
+        if not high > low:
+            msg = f"Cannot normalise the max map: all {max_maps.numel()} calibration images give {float(high):.6g}."
+            raise ValueError(msg)
+        self.score_range = torch.stack([low, high]).to(self.score_range.device)
+
+    @property
+    def few_shot(self) -> bool:
+        """Whether a memory bank is set."""
+        return self.memory_bank.numel() > 0
+
+    # ------------------------------------------------------------------ official checkpoints
+    def load_official_checkpoint(self, path: str | Path) -> None:
+        """Load the original's ``{"trainable_linearlayer": {fc.N.weight, fc.N.bias}}`` file into the adapters."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            msg = f"APRIL-GAN checkpoint '{path}' does not exist."
+            raise FileNotFoundError(msg)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            msg = f"APRIL-GAN checkpoint '{path}' is not a readable torch file: {err}"
+            raise ValueError(msg) from err
+        state = checkpoint.get(OFFICIAL_KEY) if isinstance(checkpoint, Mapping) else None
+        if not isinstance(state, Mapping):
+            found = list(checkpoint)[:8] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+            msg = f"'{path}' is not an APRIL-GAN checkpoint: expected the key '{OFFICIAL_KEY}', found {found}."
+            raise ValueError(msg)
+        own = {f"fc.{key}": value for key, value in self.fc.state_dict().items()}
+        missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+        if missing or unexpected:
+            msg = (
+                f"'{path}' ['{OFFICIAL_KEY}'] does not match {len(self.layers)} adapter layers {self.layers}: "
+                f"missing {missing}, unexpected {unexpected}."
+            )
+            raise ValueError(msg)
+        for key, value in own.items():
+            if tuple(state[key].shape) != tuple(value.shape):
+                msg = (
+                    f"'{path}' ['{OFFICIAL_KEY}']['{key}'] has shape {tuple(state[key].shape)}, expected "
+                    f"{tuple(value.shape)} for backbone '{self.backbone.info.name}' (Linear {value.shape[-1]}->"
+                    f"{self.backbone.embed_dim}); the file was trained for another CLIP."
+                )
+                raise ValueError(msg)
+        self.fc.load_state_dict({key.removeprefix("fc."): value for key, value in state.items()})
+
+    def save_official_checkpoint(self, path: str | Path) -> Path:
+        """Write the adapters in the original's format (atomically), e.g. to run them in the original code."""
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {f"fc.{key}": value.detach().cpu() for key, value in self.fc.state_dict().items()}
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            torch.save({OFFICIAL_KEY: state}, tmp)
+            Path(tmp).replace(path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ forward
+    def _text(self) -> torch.Tensor:
+        if self.text_features.numel() == 0:
+            msg = "Text features are not set: call `setup_text(object_name)` (the Lightning model does it in `setup`)."
+            raise RuntimeError(msg)
+        return self.text_features
+
+    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        layers = sorted({*self.layers, *(self.few_shot_layers if self.few_shot else ())})
+        features = self.backbone.encode_image(images, out_layers=layers)
+        return features.pooled, dict(zip(layers, features.patch_tokens, strict=True))
+
+    def layer_probabilities(self, tokens: Mapping[int, torch.Tensor], size: int) -> list[torch.Tensor]:
+        """Per adapter layer, normal/abnormal probabilities ``(B, 2, size, size)`` (the training output)."""
+        text = self._text()
+        probs = []
+        for layer, linear in zip(self.layers, self.fc, strict=True):
+            logits = LOGIT_SCALE * F.normalize(linear(tokens[layer]), dim=-1) @ text
+            probs.append(_upsample(logits, size).softmax(dim=1))
+        return probs
+
+    def few_shot_map(self, tokens: Mapping[int, torch.Tensor], size: int) -> torch.Tensor:
+        """``sum_l upsample(min over memory of (1 - cos))`` ``(B, 1, size, size)``."""
+        if not self.few_shot:
+            msg = "No memory bank: call `setup_memory(reference_images)` first."
+            raise RuntimeError(msg)
+        total = None
+        for layer, memory in zip(self.few_shot_layers, self.memory_bank, strict=True):
+            memory = F.normalize(memory, dim=-1)
+            # one image at a time bounds the (P, k*P) similarity matrix (ViT-L at 518 px: 1369 x 5476 per shot)
+            distance = torch.stack([1 - (F.normalize(t, dim=-1) @ memory.T).amax(dim=-1) for t in tokens[layer]])
+            upsampled = _upsample(distance.unsqueeze(-1), size)
+            total = upsampled if total is None else total + upsampled
+        return total
+
+    def forward_train(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Per-layer probabilities ``[(B, 2, S, S)]`` of the zero-shot branch (gradients reach the adapters only)."""
+        with torch.no_grad():
+            _, tokens = self._encode(images)
+        return self.layer_probabilities(tokens, images.shape[-1])
+
+    def forward(self, images: torch.Tensor) -> InferenceBatch:
+        """Image scores ``(B,)`` and anomaly maps ``(B, 1, S, S)``."""
+        pooled, tokens = self._encode(images)
+        pred_score = (LOGIT_SCALE * F.normalize(pooled, dim=-1) @ self._text()).softmax(dim=-1)[:, 1]
+        size = images.shape[-1]
+        anomaly_map = torch.stack([p[:, 1] for p in self.layer_probabilities(tokens, size)]).sum(dim=0).unsqueeze(1)
+        if self.few_shot:
+            anomaly_map = anomaly_map + self.few_shot_map(tokens, size)
+        anomaly_map = self.smoothing(anomaly_map)
+        if self.few_shot and self.score_range.numel():
+            low, high = self.score_range
+            pred_score = 0.5 * (pred_score + (anomaly_map.amax(dim=(1, 2, 3)) - low) / (high - low))
+        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
