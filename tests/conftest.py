@@ -26,3 +26,30 @@ def small_backbone():
 def image_folder(tmp_path: Path) -> Path:
     """A tiny segmentation dataset in anomalib Folder layout."""
     return make_demo_images(tmp_path / "folder", n_normal=6, n_abnormal=6, size=48)
+
+
+@pytest.fixture
+def toy_folder():
+    """``toy_folder(root)``: anomalib's ``Folder`` datamodule over an :func:`image_folder` tree (batches of 4)."""
+    from anomalib.data import Folder
+
+    def make(root: Path) -> Folder:
+        return Folder(
+            name="toy", root=root, normal_dir="good", abnormal_dir="bad", mask_dir="masks",
+            train_batch_size=4, eval_batch_size=4, num_workers=0, seed=0,
+        )  # fmt: skip
+
+    return make
+
+
+@pytest.fixture
+def cpu_engine():
+    """``cpu_engine(root, **kwargs)``: anomalib's ``Engine`` on one CPU, without logger or progress bar."""
+    from anomalib.engine import Engine
+
+    def make(root: Path, **kwargs: object) -> Engine:
+        return Engine(
+            default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, **kwargs
+        )
+
+    return make

@@ -54,11 +54,14 @@ class VisualFeatures:
         patch_tokens: raw patch tokens of each requested layer, ``(B, P, Dv)`` (CLS and prompt tokens removed);
             from the value-value stream for layers on the V-V path.
         cls_tokens: raw CLS token of each requested layer, ``(B, Dv)``.
+        final_cls: raw CLS token after the last block (original stream, before ``ln_post``), ``(B, Dv)``;
+            AnomalyCLIP projects it without ``ln_post``.
     """
 
     pooled: torch.Tensor
     patch_tokens: list[torch.Tensor]
     cls_tokens: list[torch.Tensor]
+    final_cls: torch.Tensor
 
 
 def resize_positional_embedding(pos: torch.Tensor, grid: int, mode: PosEmbedMode) -> torch.Tensor:
@@ -365,7 +368,7 @@ class CLIPBackbone(nn.Module):
                 patches.append(source[:, 1:n_base])
                 classes.append(source[:, 0])
         pooled, _ = visual._pool(x[:, :n_base])
-        return VisualFeatures(pooled @ visual.proj, patches, classes)
+        return VisualFeatures(pooled @ visual.proj, patches, classes, x[:, 0])
 
     def project_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Map raw visual tokens ``(..., Dv)`` into the joint space with ``ln_post`` and ``proj``: ``(..., D)``."""

@@ -125,7 +125,7 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
         if official_checkpoint is not None:
             self.model.load_official_checkpoint(official_checkpoint)
         self.object_name = object_name
-        self.map_loss = MapLoss(normal_dice=False)
+        self.map_loss = MapLoss.reference(normal_dice=False)
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
@@ -214,11 +214,6 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch.image))
         return loss
 
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """Predict on the validation batch (thresholds and normalisation are learnt from it)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         """Adam over the adapters only (betas of the original); nothing to train with an official checkpoint."""
         if self.hparams.official_checkpoint is not None:
@@ -231,11 +226,6 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
         if self.hparams.official_checkpoint is None:
             return LearningType.ONE_CLASS
         return LearningType.FEW_SHOT if self.hparams.k_shot else LearningType.ZERO_SHOT
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """No sanity validation (it would learn thresholds before training); epochs stay the user's choice."""
-        return {"num_sanity_val_steps": 0}
 
 
 class VAND(AprilGAN, AnomalibModule):

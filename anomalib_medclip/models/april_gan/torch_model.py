@@ -20,8 +20,6 @@ Challenge", https://arxiv.org/abs/2305.17382
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,7 +30,8 @@ from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 
 from anomalib_medclip.backbones import CLIPBackbone
-from anomalib_medclip.models.components import GaussianSmoothing
+from anomalib_medclip.models.components import GaussianSmoothing, upsample_patch_values
+from anomalib_medclip.models.components.official import check_state, read_official_state, save_official_state
 
 __all__ = ["OFFICIAL_KEY", "AprilGANModel", "encode_prompt_ensemble", "ensemble_sentences"]
 
@@ -91,14 +90,6 @@ def encode_prompt_ensemble(backbone: CLIPBackbone, object_name: str) -> torch.Te
         features[rows] = backbone.encode_text(tokens[rows], normalize=True).to(features.dtype)
     groups = (features[: len(normal)], features[len(normal) :])
     return torch.stack([F.normalize(group.mean(dim=0), dim=-1) for group in groups], dim=1)
-
-
-def _upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """``(B, P, C)`` patch values on a square grid -> ``(B, C, size, size)``, bilinear with ``align_corners=True``."""
-    batch, patches, channels = maps.shape
-    grid = round(patches**0.5)
-    maps = maps.transpose(1, 2).reshape(batch, channels, grid, grid)
-    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=True)
 
 
 class AprilGANModel(DynamicBufferMixin, nn.Module):
@@ -164,51 +155,14 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
     # ------------------------------------------------------------------ official checkpoints
     def load_official_checkpoint(self, path: str | Path) -> None:
         """Load the original's ``{"trainable_linearlayer": {fc.N.weight, fc.N.bias}}`` file into the adapters."""
-        path = Path(path).expanduser()
-        if not path.is_file():
-            msg = f"APRIL-GAN checkpoint '{path}' does not exist."
-            raise FileNotFoundError(msg)
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            msg = f"APRIL-GAN checkpoint '{path}' is not a readable torch file: {err}"
-            raise ValueError(msg) from err
-        state = checkpoint.get(OFFICIAL_KEY) if isinstance(checkpoint, Mapping) else None
-        if not isinstance(state, Mapping):
-            found = list(checkpoint)[:8] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-            msg = f"'{path}' is not an APRIL-GAN checkpoint: expected the key '{OFFICIAL_KEY}', found {found}."
-            raise ValueError(msg)
+        state = read_official_state(path, method="APRIL-GAN", key=OFFICIAL_KEY)
         own = {f"fc.{key}": value for key, value in self.fc.state_dict().items()}
-        missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
-        if missing or unexpected:
-            msg = (
-                f"'{path}' ['{OFFICIAL_KEY}'] does not match {len(self.layers)} adapter layers {self.layers}: "
-                f"missing {missing}, unexpected {unexpected}."
-            )
-            raise ValueError(msg)
-        for key, value in own.items():
-            if tuple(state[key].shape) != tuple(value.shape):
-                msg = (
-                    f"'{path}' ['{OFFICIAL_KEY}']['{key}'] has shape {tuple(state[key].shape)}, expected "
-                    f"{tuple(value.shape)} for backbone '{self.backbone.info.name}' (Linear {value.shape[-1]}->"
-                    f"{self.backbone.embed_dim}); the file was trained for another CLIP."
-                )
-                raise ValueError(msg)
+        check_state(own, state, path=path, method="APRIL-GAN")
         self.fc.load_state_dict({key.removeprefix("fc."): value for key, value in state.items()})
 
     def save_official_checkpoint(self, path: str | Path) -> Path:
         """Write the adapters in the original's format (atomically), e.g. to run them in the original code."""
-        path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {f"fc.{key}": value.detach().cpu() for key, value in self.fc.state_dict().items()}
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            torch.save({OFFICIAL_KEY: state}, tmp)
-            Path(tmp).replace(path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return path
+        return save_official_state({f"fc.{k}": v for k, v in self.fc.state_dict().items()}, path, key=OFFICIAL_KEY)
 
     # ------------------------------------------------------------------ forward
     def _text(self) -> torch.Tensor:
@@ -228,7 +182,7 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
         probs = []
         for layer, linear in zip(self.layers, self.fc, strict=True):
             logits = LOGIT_SCALE * F.normalize(linear(tokens[layer]), dim=-1) @ text
-            probs.append(_upsample(logits, size).softmax(dim=1))
+            probs.append(upsample_patch_values(logits, size, align_corners=True).softmax(dim=1))
         return probs
 
     def few_shot_map(self, tokens: Mapping[int, torch.Tensor], size: int) -> torch.Tensor:
@@ -241,7 +195,7 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
             memory = F.normalize(memory, dim=-1)
             # one image at a time bounds the (P, k*P) similarity matrix (ViT-L at 518 px: 1369 x 5476 per shot)
             distance = torch.stack([1 - (F.normalize(t, dim=-1) @ memory.T).amax(dim=-1) for t in tokens[layer]])
-            upsampled = _upsample(distance.unsqueeze(-1), size)
+            upsampled = upsample_patch_values(distance.unsqueeze(-1), size, align_corners=True)
             total = upsampled if total is None else total + upsampled
         return total
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GaussianSmoothing", "layer_maps_to_image"]
+__all__ = ["GaussianSmoothing", "layer_maps_to_image", "upsample_patch_values"]
 
 
 def layer_maps_to_image(patch_scores: Sequence[torch.Tensor], image_size: int) -> torch.Tensor:
@@ -44,6 +44,24 @@ def layer_maps_to_image(patch_scores: Sequence[torch.Tensor], image_size: int) -
         raise ValueError(msg)
     maps = stacked.reshape(-1, 1, grid, grid)
     return F.interpolate(maps, size=(image_size, image_size), mode="bilinear", align_corners=False)
+
+
+def upsample_patch_values(values: torch.Tensor, size: int, *, align_corners: bool) -> torch.Tensor:
+    """Values of patches on a square grid ``(B, P, C)`` -> bilinear maps ``(B, C, size, size)``.
+
+    The reference methods differ in ``align_corners`` (APRIL-GAN and AdaCLIP: ``True``; AnomalyCLIP: ``False``).
+
+    Example:
+        >>> upsample_patch_values(torch.rand(2, 16, 3), 8, align_corners=True).shape
+        torch.Size([2, 3, 8, 8])
+    """
+    batch, patches, channels = values.shape
+    grid = round(patches**0.5)
+    if grid * grid != patches:
+        msg = f"Patch values have {patches} entries per image, not a square grid."
+        raise ValueError(msg)
+    maps = values.transpose(1, 2).reshape(batch, channels, grid, grid)
+    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=align_corners)
 
 
 def _reflect_indices(size: int, radius: int, device: torch.device) -> torch.Tensor:

@@ -1,19 +1,33 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""Segmentation losses on two-class (normal, anomalous) probability maps, built on MONAI.
+"""Segmentation and classification losses on two-class (normal, anomalous) probabilities, built on MONAI.
 
-``focal(map) + dice(p_anomalous, gt) + dice(p_normal, 1 - gt)``: MONAI's focal loss and its Dice loss over both
-classes (``include_background=True``) give exactly these terms (the AnomalyCLIP and AdaCLIP recipe). With
-``normal_dice=False`` the Dice term covers the anomalous class only (APRIL-GAN's ``focal + dice(p_anomalous, gt)``).
+:class:`MapLoss` is ``focal(map) + dice(p_anomalous, gt) [+ dice(p_normal, 1 - gt)]``. MONAI's focal loss and its
+Dice loss over both classes (``include_background=True``) give these terms; ``class_reduction`` says whether the two
+Dice terms are averaged (MONAI's default) or summed, and ``dice_smooth`` is the constant added to the numerator and
+the denominator. The reference methods (AnomalyCLIP, AdaCLIP, APRIL-GAN share one ``loss.py``) sum the Dice terms
+with a constant of 1: ``MapLoss.reference(normal_dice=...)`` builds that. :func:`focal_loss` is the same focal term
+for image-level probabilities ``(B, 2)`` (AdaCLIP's classification loss).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from monai.losses import DiceLoss, FocalLoss
 from torch import nn
 
-__all__ = ["MapLoss"]
+__all__ = ["MapLoss", "focal_loss"]
+
+
+def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Mean focal loss ``-(1 - p_t)^gamma log p_t`` of probabilities ``(B, 2, ...)`` against class ids ``(B, ...)``."""
+    focal = FocalLoss(gamma=gamma, to_onehot_y=True, use_softmax=True, reduction="none")
+    # MONAI applies a softmax to its input: log-probabilities give the probabilities back exactly. Its per-class
+    # terms are summed over classes, then averaged over pixels (MONAI's "mean" would also average over classes).
+    target = target.float().reshape(target.shape[0], 1, *probs.shape[2:])
+    return focal(probs.clamp_min(1e-8).log(), target).sum(dim=1).mean()
 
 
 class MapLoss(nn.Module):
@@ -23,17 +37,33 @@ class MapLoss(nn.Module):
         gamma: focusing parameter of the focal term.
         normal_dice: also apply Dice to the normal class against ``1 - mask`` (two-sided); ``False`` keeps the
             anomalous class only.
+        dice_smooth: constant added to the Dice numerator and denominator.
+        class_reduction: ``"mean"`` or ``"sum"`` of the two Dice terms when ``normal_dice``.
     """
 
-    def __init__(self, gamma: float = 2.0, normal_dice: bool = True) -> None:
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        normal_dice: bool = True,
+        dice_smooth: float = 1e-5,
+        class_reduction: Literal["mean", "sum"] = "mean",
+    ) -> None:
         super().__init__()
-        self.focal = FocalLoss(gamma=gamma, to_onehot_y=True, use_softmax=True, reduction="none")
-        self.dice = DiceLoss(to_onehot_y=True, include_background=normal_dice, softmax=False)
+        self.gamma = gamma
+        self.class_reduction = class_reduction
+        self.dice = DiceLoss(
+            to_onehot_y=True, include_background=normal_dice, softmax=False, smooth_nr=dice_smooth,
+            smooth_dr=dice_smooth, reduction="none",
+        )  # fmt: skip
+
+    @classmethod
+    def reference(cls, normal_dice: bool) -> MapLoss:
+        """The originals' loss: Dice terms summed, smoothing constant 1."""
+        return cls(normal_dice=normal_dice, dice_smooth=1.0, class_reduction="sum")
 
     def forward(self, probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Loss of probabilities that already sum to one over dim 1 (so no extra softmax here)."""
         target = mask.float().reshape(mask.shape[0], 1, *probs.shape[-2:])
-        # MONAI applies a softmax to its input: log-probabilities give the probabilities back exactly. Its per-class
-        # terms are summed over classes, then averaged over pixels (MONAI's "mean" would also average over classes).
-        focal = self.focal(probs.clamp_min(1e-8).log(), target).sum(dim=1).mean()
-        return focal + self.dice(probs, target)
+        dice = self.dice(probs, target).flatten(1)  # (B, classes)
+        dice = dice.sum(dim=1) if self.class_reduction == "sum" else dice.mean(dim=1)
+        return focal_loss(probs, target, self.gamma) + dice.mean()

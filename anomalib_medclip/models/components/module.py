@@ -10,6 +10,7 @@
 - a visualiser that also handles slices of volumes (:class:`SliceVisualizer`), and the 3D evaluation of volumes
   (:class:`VolumeEvaluator`: NIfTI maps, per-volume metrics, reports).
 - slim checkpoints (:class:`SlimCheckpointMixin`).
+- the validation step (predict; anomalib learns thresholds and normalisation from it) and no sanity validation.
 
 Models subclass ``(MedCLIPModuleMixin, AnomalibModule)`` so that they stay direct ``AnomalibModule`` subclasses,
 which anomalib's ``get_model`` requires.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from anomalib.data import Batch
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from torch import nn
@@ -85,6 +87,16 @@ class MedCLIPModuleMixin(SlimCheckpointMixin):
     def configure_callbacks(self) -> list[Any]:
         """Anomalib's components, then the 3D evaluation (it must see post-processed batches; 2D data passes by)."""
         return [*super().configure_callbacks(), VolumeEvaluator()]
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
+        """Predict on the validation batch (thresholds and normalisation are learnt from it)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No sanity validation (it would learn thresholds before training); epochs stay the user's choice."""
+        return {"num_sanity_val_steps": 0}
 
     def resolve_object_name(self, explicit: str | None) -> str:
         """Object phrase for the prompts: explicit argument, then the datamodule's, then ``"object"``."""

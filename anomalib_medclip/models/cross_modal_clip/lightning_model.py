@@ -128,11 +128,6 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
         return loss
 
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """Predict on the validation batch (thresholds and normalisation are learnt from it)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam with two groups: the new blocks at ``lr`` and the unfrozen CLIP blocks at ``clip_lr``."""
         blocks = [
@@ -147,8 +142,3 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
     def learning_type(self) -> LearningType:
         """ONE_CLASS: the only learning type for which anomalib calls ``fit`` (here: trainable)."""
         return LearningType.ONE_CLASS
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """No sanity validation (it would learn thresholds before training); epochs stay the user's choice."""
-        return {"num_sanity_val_steps": 0}

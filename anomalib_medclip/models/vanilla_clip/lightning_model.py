@@ -100,11 +100,6 @@ class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
         return loss
 
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """Predict on the validation batch (thresholds and normalisation are learnt from it)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         """Adam over the fine-tuned blocks; nothing to optimise in zero-shot mode."""
         return torch.optim.Adam(self.finetune_params, lr=self.lr) if self.finetune_params else None
@@ -113,8 +108,3 @@ class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
     def learning_type(self) -> LearningType:
         """ZERO_SHOT without fine-tuning; ONE_CLASS (= trainable, so anomalib calls ``fit``) with it."""
         return LearningType.ONE_CLASS if self.finetune_params else LearningType.ZERO_SHOT
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """No sanity validation: it would learn thresholds before training. Epochs stay the user's choice."""
-        return {"num_sanity_val_steps": 0}

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib import LearningType
-from anomalib.data import Folder
-from anomalib.engine import Engine
 from anomalib.models import get_model
 from anomalib.models.components import AnomalibModule
 
@@ -19,25 +17,14 @@ from anomalib_medclip import VAND, AprilGAN
 ARGS = {"backbone": "ViT-B-16", "pretrained": None, "image_size": 32, "object_name": "toy"}
 
 
-def _folder(root: Path) -> Folder:
-    return Folder(
-        name="toy", root=root, normal_dir="good", abnormal_dir="bad", mask_dir="masks",
-        train_batch_size=4, eval_batch_size=4, num_workers=0, seed=0,
-    )  # fmt: skip
-
-
-def _engine(root: Path, **kwargs: object) -> Engine:
-    return Engine(
-        default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, **kwargs
-    )
-
-
-def test_few_shot_training_memory_bank_and_slim_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+def test_few_shot_training_memory_bank_and_slim_checkpoint(
+    image_folder: Path, tmp_path: Path, toy_folder, cpu_engine
+) -> None:
     model = AprilGAN(**ARGS, k_shot=2, reference_seed=3)
     assert model.learning_type == LearningType.ONE_CLASS
     before = {k: v.clone() for k, v in model.model.named_parameters()}
-    datamodule = _folder(image_folder)
-    first = _engine(tmp_path / "run", max_epochs=1).train(model, datamodule=datamodule)[0]
+    datamodule = toy_folder(image_folder)
+    first = cpu_engine(tmp_path / "run", max_epochs=1).train(model, datamodule=datamodule)[0]
     moved = {k for k, v in model.model.named_parameters() if not torch.equal(v, before[k])}
     assert moved == {f"fc.{i}.{kind}" for i in range(4) for kind in ("weight", "bias")}
 
@@ -67,7 +54,7 @@ def test_few_shot_training_memory_bank_and_slim_checkpoint(image_folder: Path, t
     )
     assert state["object_name"] == "toy"
     fresh = AprilGAN(**{**ARGS, "object_name": "other"}, k_shot=2, reference_seed=3)
-    again = _engine(tmp_path / "again").test(fresh, datamodule=_folder(image_folder), ckpt_path=ckpt)[0]
+    again = cpu_engine(tmp_path / "again").test(fresh, datamodule=toy_folder(image_folder), ckpt_path=ckpt)[0]
     assert again == pytest.approx(first, abs=1e-6)
     assert torch.equal(fresh.model.text_features, model.model.text_features)  # restored, not re-encoded
     assert fresh.model.object_name == "toy"

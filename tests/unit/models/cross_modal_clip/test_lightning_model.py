@@ -9,32 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib import LearningType
-from anomalib.data import Folder
-from anomalib.engine import Engine
 
 from anomalib_medclip import MedCrossModalCLIP
 
 ARGS = {"backbone": "ViT-B-16", "pretrained": None, "image_size": 32, "object_name": "toy"}
 
 
-def _folder(root: Path) -> Folder:
-    return Folder(
-        name="toy", root=root, normal_dir="good", abnormal_dir="bad", mask_dir="masks",
-        train_batch_size=4, eval_batch_size=4, num_workers=0, seed=0,
-    )  # fmt: skip
-
-
-def _engine(root: Path, **kwargs: object) -> Engine:
-    return Engine(
-        default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, **kwargs
-    )
-
-
-def test_train_then_reload_from_slim_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+def test_train_then_reload_from_slim_checkpoint(image_folder: Path, tmp_path: Path, toy_folder, cpu_engine) -> None:
     model = MedCrossModalCLIP(**ARGS, finetune_layers=1)
     assert model.learning_type == LearningType.ONE_CLASS
     before = {k: v.clone() for k, v in model.model.named_parameters() if v.requires_grad}
-    first = _engine(tmp_path / "run", max_epochs=1).train(model, datamodule=_folder(image_folder))[0]
+    first = cpu_engine(tmp_path / "run", max_epochs=1).train(model, datamodule=toy_folder(image_folder))[0]
     moved = {k for k, v in model.model.named_parameters() if k in before and not torch.equal(v, before[k])}
     assert {
         "b_t.2.weight",
@@ -51,7 +36,7 @@ def test_train_then_reload_from_slim_checkpoint(image_folder: Path, tmp_path: Pa
     assert state["object_name"] == "toy"
 
     fresh = MedCrossModalCLIP(**{**ARGS, "object_name": None}, finetune_layers=1)
-    again = _engine(tmp_path / "again").test(fresh, datamodule=_folder(image_folder), ckpt_path=ckpt)[0]
+    again = cpu_engine(tmp_path / "again").test(fresh, datamodule=toy_folder(image_folder), ckpt_path=ckpt)[0]
     assert again == pytest.approx(first, abs=1e-6)
     assert fresh.model.object_name == "toy"
 

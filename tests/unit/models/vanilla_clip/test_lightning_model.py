@@ -9,30 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib import LearningType
-from anomalib.data import Folder
-from anomalib.engine import Engine
 
 from anomalib_medclip import VanillaCLIP
-
-
-def _folder(root: Path) -> Folder:
-    return Folder(
-        name="toy",
-        root=root,
-        normal_dir="good",
-        abnormal_dir="bad",
-        mask_dir="masks",
-        train_batch_size=4,
-        eval_batch_size=4,
-        num_workers=0,
-        seed=0,
-    )
-
-
-def _engine(root: Path, **kwargs: object) -> Engine:
-    return Engine(
-        default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, **kwargs
-    )
 
 
 def _checkpoint(root: Path) -> Path:
@@ -40,11 +18,13 @@ def _checkpoint(root: Path) -> Path:
     return path
 
 
-def test_zero_shot_train_checkpoint_is_slim_and_reloads_identically(image_folder: Path, tmp_path: Path) -> None:
+def test_zero_shot_train_checkpoint_is_slim_and_reloads_identically(
+    image_folder: Path, tmp_path: Path, toy_folder, cpu_engine
+) -> None:
     model = VanillaCLIP(backbone="ViT-B-16", pretrained=None, image_size=32, object_name="toy image")
     assert model.learning_type == LearningType.ZERO_SHOT
-    results = _engine(tmp_path / "run")
-    first = results.train(model, datamodule=_folder(image_folder))[0]
+    results = cpu_engine(tmp_path / "run")
+    first = results.train(model, datamodule=toy_folder(image_folder))[0]
     assert {"image_AUROC", "pixel_AUROC"} <= first.keys()
     ckpt = _checkpoint(tmp_path / "run")
     assert ckpt.stat().st_size < 5 * 2**20
@@ -53,7 +33,7 @@ def test_zero_shot_train_checkpoint_is_slim_and_reloads_identically(image_folder
     assert state["anomalib_medclip_backbones"]["model.backbone"]["name"] == "ViT-B-16"
 
     fresh = VanillaCLIP(backbone="ViT-B-16", pretrained=None, image_size=32, object_name="toy image")
-    again = _engine(tmp_path / "again").test(fresh, datamodule=_folder(image_folder), ckpt_path=ckpt)[0]
+    again = cpu_engine(tmp_path / "again").test(fresh, datamodule=toy_folder(image_folder), ckpt_path=ckpt)[0]
     assert again == pytest.approx(first, abs=1e-6)
 
     loaded = VanillaCLIP.load_from_checkpoint(ckpt)
@@ -62,23 +42,25 @@ def test_zero_shot_train_checkpoint_is_slim_and_reloads_identically(image_folder
         assert torch.allclose(loaded.model(images).pred_score, model.model(images).pred_score, atol=1e-6)
 
 
-def test_checkpoint_of_another_backbone_is_refused(image_folder: Path, tmp_path: Path) -> None:
-    _engine(tmp_path / "run").train(
+def test_checkpoint_of_another_backbone_is_refused(image_folder: Path, tmp_path: Path, toy_folder, cpu_engine) -> None:
+    cpu_engine(tmp_path / "run").train(
         VanillaCLIP(backbone="ViT-B-16", pretrained=None, image_size=32, object_name="x", seed=1),
-        datamodule=_folder(image_folder),
+        datamodule=toy_folder(image_folder),
     )
     with pytest.raises(ValueError, match="Checkpoint was trained with backbone"):
         VanillaCLIP.load_from_checkpoint(_checkpoint(tmp_path / "run"), seed=2)
 
 
-def test_finetuning_trains_only_last_blocks_and_checkpoint_holds_only_them(image_folder: Path, tmp_path: Path) -> None:
+def test_finetuning_trains_only_last_blocks_and_checkpoint_holds_only_them(
+    image_folder: Path, tmp_path: Path, toy_folder, cpu_engine
+) -> None:
     torch.manual_seed(0)
     model = VanillaCLIP(
         backbone="ViT-B-16", pretrained=None, image_size=32, object_name="toy", finetune_layers=1, lr=1e-3
     )
     assert model.learning_type == LearningType.ONE_CLASS
     before = {k: v.clone() for k, v in model.model.backbone.clip.state_dict().items()}
-    first = _engine(tmp_path / "run", max_epochs=1).train(model, datamodule=_folder(image_folder))[0]
+    first = cpu_engine(tmp_path / "run", max_epochs=1).train(model, datamodule=toy_folder(image_folder))[0]
     after = model.model.backbone.clip.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed
@@ -92,7 +74,7 @@ def test_finetuning_trains_only_last_blocks_and_checkpoint_holds_only_them(image
     }
 
     fresh = VanillaCLIP(backbone="ViT-B-16", pretrained=None, image_size=32, object_name="toy", finetune_layers=1)
-    again = _engine(tmp_path / "again").test(fresh, datamodule=_folder(image_folder), ckpt_path=ckpt)[0]
+    again = cpu_engine(tmp_path / "again").test(fresh, datamodule=toy_folder(image_folder), ckpt_path=ckpt)[0]
     assert again == pytest.approx(first, abs=1e-6)
 
 
