@@ -3,7 +3,13 @@
 """The shared CLIP backbone: weight loading and layer-wise towers."""
 
 from anomalib_medclip.backbones.clip import CLIPBackbone, PosEmbedMode, VisualFeatures, resize_positional_embedding
-from anomalib_medclip.backbones.loading import Activation, ClipInfo, WeightsUnavailableError, create_clip
+from anomalib_medclip.backbones.loading import (
+    Activation,
+    ClipInfo,
+    WeightsUnavailableError,
+    config_activation,
+    create_clip,
+)
 
 __all__ = [
     "Activation",
@@ -12,6 +18,7 @@ __all__ = [
     "PosEmbedMode",
     "VisualFeatures",
     "WeightsUnavailableError",
+    "config_activation",
     "create_clip",
     "resize_positional_embedding",
 ]

@@ -34,7 +34,7 @@ import open_clip
 import torch
 from torch import nn
 
-__all__ = ["Activation", "ClipInfo", "WeightsUnavailableError", "create_clip", "local_weights"]
+__all__ = ["Activation", "ClipInfo", "WeightsUnavailableError", "config_activation", "create_clip", "local_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,22 @@ def _unavailable(name: str, pretrained: str, detail: str) -> WeightsUnavailableE
         "(4) for an offline smoke test only, pass pretrained=None for random weights (results are meaningless)."
     )
     return WeightsUnavailableError(msg)
+
+
+def config_activation(name: str) -> Activation:
+    """The MLP activation of an architecture's open_clip config, whatever the weights (``"auto"`` for ``hf-hub:``).
+
+    What code that builds ``CLIP(**config)`` gets (AdaCLIP, and APRIL-GAN at a non-native size): ``nn.GELU`` for the
+    plain ViT configs even with OpenAI weights, which were trained with QuickGELU.
+
+    Example:
+        >>> config_activation("ViT-L-14-336"), config_activation("ViT-B-16-quickgelu")
+        ('gelu', 'quick_gelu')
+    """
+    config = None if name.startswith(HF_HUB_PREFIX) else open_clip.get_model_config(name)
+    if config is None:
+        return "auto"
+    return "quick_gelu" if config.get("quick_gelu", False) else "gelu"
 
 
 def _resolve_quick_gelu(name: str, pretrained_cfg: dict, activation: Activation) -> bool:

@@ -35,9 +35,9 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, PosEmbedMode
+from anomalib_medclip.backbones import Activation, PosEmbedMode, config_activation
 from anomalib_medclip.models.april_gan.torch_model import AprilGANModel
-from anomalib_medclip.models.components import MedCLIPModuleMixin
+from anomalib_medclip.models.components import ObjectPromptMixin
 from anomalib_medclip.models.components.losses import MapLoss
 from anomalib_medclip.models.vanilla_clip.torch_model import default_map_layers
 
@@ -50,18 +50,17 @@ def original_activation(backbone: str, pretrained: str | Path | None, image_size
     """The MLP activation the original code builds.
 
     Its vendored open_clip loads OpenAI weights as the QuickGELU model only at the native input size; at any other
-    size it builds ``CLIP(**config)``, i.e. ``nn.GELU`` (not what the weights were trained with). Other weights get
-    the architecture config's activation; ``hf-hub:`` models keep their own (``"auto"``).
+    size it builds ``CLIP(**config)``, i.e. the config's activation (``nn.GELU``, not what the weights were trained
+    with). Other weights get the config's activation; ``hf-hub:`` models keep their own (``"auto"``).
     """
-    config = open_clip.get_model_config(backbone) if not backbone.startswith("hf-hub:") else None
-    if config is None:
-        return "auto"
-    if str(pretrained).lower() == "openai":
-        return "quick_gelu" if image_size in {None, config["vision_cfg"]["image_size"]} else "gelu"
-    return "quick_gelu" if config.get("quick_gelu", False) else "gelu"
+    activation = config_activation(backbone)
+    if activation != "auto" and str(pretrained).lower() == "openai":
+        native = open_clip.get_model_config(backbone)["vision_cfg"]["image_size"]
+        return "quick_gelu" if image_size in {None, native} else activation
+    return activation
 
 
-class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
+class AprilGAN(ObjectPromptMixin, AnomalibModule):
     """APRIL-GAN / VAND zero- and few-shot anomaly detection and segmentation.
 
     Args:
@@ -129,13 +128,8 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
-        """Text features (once; a checkpoint restores them), then the memory bank when ``k_shot > 0``.
-
-        Called at the start of training, validation, test and prediction, when the datamodule is known, the model
-        is on its device and a checkpoint has been restored.
-        """
-        if self.model.text_features.numel() == 0:
-            self.model.setup_text(self.resolve_object_name(self.object_name))
+        """Text features (once; a checkpoint restores them), then the memory bank when ``k_shot > 0``."""
+        super().prepare()
         if self.hparams.k_shot and not self.model.few_shot:
             self.model.setup_memory(self.reference_images())
 
@@ -172,35 +166,17 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
                     maxima.append(self.model(images).anomaly_map.amax(dim=(1, 2, 3)))
         self.model.set_score_range(torch.cat(maxima))
 
-    def on_train_start(self) -> None:
-        """Text features before the first step."""
-        self.prepare()
-
     def on_validation_start(self) -> None:
         """Set-up, then the score-fusion range on the validation split (the adapters may have changed)."""
-        self.prepare()
+        super().on_validation_start()
         if self.hparams.k_shot and self.hparams.fuse_image_score:
             self._calibrate_image_score(self.trainer.val_dataloaders)
 
     def on_test_start(self) -> None:
-        """Set-up (unless restored from the checkpoint)."""
-        self.prepare()
+        """Set-up (unless restored from the checkpoint); warn when the few-shot score fusion has no range."""
+        super().on_test_start()
         if self.hparams.k_shot and self.hparams.fuse_image_score and not self.model.score_range.numel():
             logger.warning("No validation range for the few-shot score fusion: image scores are zero-shot only.")
-
-    def on_predict_start(self) -> None:
-        """Set-up (unless restored from the checkpoint)."""
-        self.prepare()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also record the object phrase of the stored text features."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["object_name"] = self.model.object_name
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the object phrase of the stored text features."""
-        super().on_load_checkpoint(checkpoint)
-        self.model.object_name = checkpoint.get("object_name")
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -148,6 +148,11 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
         self.score_range = torch.stack([low, high]).to(self.score_range.device)
 
     @property
+    def text_ready(self) -> bool:
+        """Whether ``text_features`` are set."""
+        return self.text_features.numel() > 0
+
+    @property
     def few_shot(self) -> bool:
         """Whether a memory bank is set."""
         return self.memory_bank.numel() > 0

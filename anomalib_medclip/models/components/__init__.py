@@ -4,11 +4,12 @@
 
 from anomalib_medclip.models.components.anomaly_map import GaussianSmoothing, layer_maps_to_image, upsample_patch_values
 from anomalib_medclip.models.components.checkpoint import SlimCheckpointMixin
-from anomalib_medclip.models.components.module import MedCLIPModuleMixin
+from anomalib_medclip.models.components.module import MedCLIPModuleMixin, ObjectPromptMixin
 
 __all__ = [
     "GaussianSmoothing",
     "MedCLIPModuleMixin",
+    "ObjectPromptMixin",
     "SlimCheckpointMixin",
     "layer_maps_to_image",
     "upsample_patch_values",

@@ -108,3 +108,43 @@ class MedCLIPModuleMixin(SlimCheckpointMixin):
             return str(name)
         logger.warning("No object_name given and the datamodule has none: prompts use '%s'.", DEFAULT_OBJECT)
         return DEFAULT_OBJECT
+
+
+class ObjectPromptMixin(MedCLIPModuleMixin):
+    """Lightning hooks for torch models whose prompts name the object (AprilGAN, AdaCLIP, AnoVL).
+
+    The torch model exposes ``setup_text(object_name)``, ``text_ready`` and ``object_name``. Its text is set up at the
+    start of every stage, once the datamodule (and so the object phrase) is known, unless it is already there (e.g.
+    restored from a checkpoint); checkpoints record the object phrase so that a reloaded model prompts the same way.
+    """
+
+    def prepare(self) -> None:
+        """Stage set-up: the prompts' text for the checkpoint's, the model's or the datamodule's object phrase."""
+        if not self.model.text_ready:
+            self.model.setup_text(self.model.object_name or self.resolve_object_name(self.object_name))
+
+    def on_train_start(self) -> None:
+        """Set up before the first step."""
+        self.prepare()
+
+    def on_validation_start(self) -> None:
+        """Set up before validation (thresholds are learnt from it)."""
+        self.prepare()
+
+    def on_test_start(self) -> None:
+        """Set up before testing (unless restored from the checkpoint)."""
+        self.prepare()
+
+    def on_predict_start(self) -> None:
+        """Set up before prediction (unless restored from the checkpoint)."""
+        self.prepare()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also record the object phrase of the prompts."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["object_name"] = self.model.object_name
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the object phrase of the prompts."""
+        super().on_load_checkpoint(checkpoint)
+        self.model.object_name = checkpoint.get("object_name")
