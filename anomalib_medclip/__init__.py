@@ -9,10 +9,19 @@ automatically after anomalib loads its models; see ``anomalib_medclip_bootstrap`
 
 from anomalib_medclip import data, models
 from anomalib_medclip.demo import DemoImages
-from anomalib_medclip.models import VAND, AprilGAN, MedCrossModalCLIP, VanillaCLIP, get_model, list_models
+from anomalib_medclip.models import (
+    VAND,
+    AnomalyCLIP,
+    AprilGAN,
+    MedCrossModalCLIP,
+    VanillaCLIP,
+    get_model,
+    list_models,
+)
 
 __all__ = [
     "VAND",
+    "AnomalyCLIP",
     "AprilGAN",
     "DemoImages",
     "MedCrossModalCLIP",

@@ -1,0 +1,132 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""AnomalyCLIP: object-agnostic prompts and a value-value attention path, zero-shot through released prompts.
+
+- Without ``official_checkpoint`` the prompts are trained on the datamodule's labelled training split (the
+  original's auxiliary-data protocol): ``map_loss_weight * sum_l [focal + Dice(abnormal) + Dice(normal)]`` on the
+  maps plus cross-entropy of the image logits; Adam lr 1e-3, betas (0.5, 0.999) (the original: 15 epochs, batch 8,
+  518 px). Batches without masks train the image term only. anomalib only calls ``fit`` for
+  ``LearningType.ONE_CLASS``, so that is what it reports ("trainable").
+- With ``official_checkpoint`` (the original's ``{"prompt_learner": ...}`` files) nothing is trained: ZERO_SHOT.
+
+Example:
+    >>> model = AnomalyCLIP(official_checkpoint="checkpoints/9_12_4_multiscale_visa/epoch_15.pth")  # doctest: +SKIP
+    >>> Engine().test(model, datamodule=DemoBraTS())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.visualization import Visualizer
+from torch import nn
+
+from anomalib_medclip.backbones import Activation, PosEmbedMode
+from anomalib_medclip.models.anomaly_clip.torch_model import AnomalyCLIPModel
+from anomalib_medclip.models.components import MedCLIPModuleMixin
+from anomalib_medclip.models.components.losses import MapLoss
+
+__all__ = ["AnomalyCLIP"]
+
+logger = logging.getLogger(__name__)
+
+
+class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
+    """AnomalyCLIP zero-shot anomaly detection and segmentation.
+
+    Args:
+        backbone: open_clip architecture; the original supports OpenAI ``"ViT-L-14-336"`` only.
+        pretrained: open_clip tag, local weights file, or ``None`` for seeded random weights (tests only).
+        image_size: input size (the original: 518); ``None`` keeps the native size.
+        activation: ``"auto"`` (QuickGELU for OpenAI weights, as the original), ``"gelu"`` or ``"quick_gelu"``.
+        pos_embed_mode: positional-embedding resize kernel (the original: bilinear).
+        seed: seed of a random backbone and of the prompts' initialisation.
+        object_name: unused by the prompts (they are object-agnostic); kept for the common model interface.
+        n_ctx, deep_length, deep_depth: prompt shape (12 context words; 4 deep tokens into text layers 2..9).
+        map_layers: layers of the map (``None`` = the last, as the released checkpoints were trained).
+        vv_from: first layer of the value-value path (``None`` = a quarter of the tower: 6 of 24).
+        smoothing_sigma: Gaussian sigma of the map (4).
+        fp16_prompt_rounding: round the deep tokens to fp16 like the original.
+        official_checkpoint: the original's prompt file; given, the model is not trained.
+        lr: Adam learning rate of the prompts.
+        map_loss_weight: weight of the map losses (4, the original's ``lam``).
+        pre_processor, post_processor, evaluator, visualizer: anomalib components.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "ViT-L-14-336",
+        pretrained: str | Path | None = "openai",
+        image_size: int | None = 518,
+        activation: Activation = "auto",
+        pos_embed_mode: PosEmbedMode = "bilinear",
+        seed: int = 0,
+        object_name: str | None = None,
+        n_ctx: int = 12,
+        deep_length: int = 4,
+        deep_depth: int = 9,
+        map_layers: Sequence[int] | None = None,
+        vv_from: int | None = None,
+        smoothing_sigma: float = 4.0,
+        fp16_prompt_rounding: bool = True,
+        official_checkpoint: str | Path | None = None,
+        lr: float = 1e-3,
+        map_loss_weight: float = 4.0,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        clip, components = self.build_backbone(
+            {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator,
+             "visualizer": visualizer},
+            name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
+            pos_embed_mode=pos_embed_mode, seed=seed,
+        )  # fmt: skip
+        super().__init__(**components)
+        with torch.random.fork_rng(devices=[]):  # the prompts' initialisation is part of the model's identity
+            torch.manual_seed(seed)
+            self.model = AnomalyCLIPModel(
+                clip, n_ctx=n_ctx, deep_length=deep_length, deep_depth=deep_depth, map_layers=map_layers,
+                vv_from=vv_from, smoothing_sigma=smoothing_sigma, fp16_prompt_rounding=fp16_prompt_rounding,
+            )  # fmt: skip
+        if official_checkpoint is not None:
+            self.model.load_official_checkpoint(official_checkpoint)
+        self.object_name = object_name
+        self.map_loss = MapLoss.reference(normal_dice=True)
+        self._warned_no_mask = False
+
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Map losses (weighted) plus image cross-entropy; image term only for batches without masks."""
+        del args, kwargs
+        logits, probs = self.model.forward_train(batch.image)
+        loss = F.cross_entropy(logits, batch.gt_label.long())
+        if batch.gt_mask is not None:
+            map_loss = torch.stack([self.map_loss(p, batch.gt_mask) for p in probs]).sum()
+            loss = loss + self.hparams.map_loss_weight * map_loss
+        elif not self._warned_no_mask:
+            logger.warning("AnomalyCLIP: training batches have no masks; only the image loss is trained.")
+            self._warned_no_mask = True
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | None:
+        """Adam over the prompts (betas of the original); nothing to train with an official checkpoint."""
+        if self.hparams.official_checkpoint is not None:
+            return None
+        params = [p for name, p in self.model.named_parameters() if not name.startswith("backbone.")]
+        return torch.optim.Adam(params, lr=self.hparams.lr, betas=(0.5, 0.999))
+
+    @property
+    def learning_type(self) -> LearningType:
+        """ONE_CLASS (= trainable, so anomalib calls ``fit``) without an official checkpoint; else ZERO_SHOT."""
+        return LearningType.ZERO_SHOT if self.hparams.official_checkpoint is not None else LearningType.ONE_CLASS
