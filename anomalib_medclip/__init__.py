@@ -11,6 +11,7 @@ from anomalib_medclip import data, models
 from anomalib_medclip.demo import DemoImages
 from anomalib_medclip.models import (
     VAND,
+    AdaCLIP,
     AnomalyCLIP,
     AprilGAN,
     MedCrossModalCLIP,
@@ -21,6 +22,7 @@ from anomalib_medclip.models import (
 
 __all__ = [
     "VAND",
+    "AdaCLIP",
     "AnomalyCLIP",
     "AprilGAN",
     "DemoImages",
