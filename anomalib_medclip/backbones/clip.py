@@ -288,11 +288,21 @@ class CLIPBackbone(nn.Module):
 
     @torch.no_grad()
     def encode_fixed_text(self, texts: Sequence[str], *, normalize: bool = True) -> torch.Tensor:
-        """Features of fixed prompts ``(N, D)``, cached per text list, device and dtype (the tower is frozen)."""
+        """Features of fixed prompts ``(N, D)``, cached per text list, device and dtype (the tower is frozen).
+
+        Sentences are encoded in groups of equal token length, each truncated at its end-of-text token: exact under
+        CLIP's causal mask, and several times fewer token positions than 77-token sequences for prompt ensembles.
+        """
         device = self.clip.logit_scale.device
         key = (tuple(texts), normalize, str(device), self.clip.logit_scale.dtype)
         if key not in self._text_cache:
-            self._text_cache[key] = self.encode_text(self.tokenize(texts), normalize=normalize)
+            tokens = self.tokenize(texts)
+            lengths = tokens.argmax(dim=-1)
+            features = torch.empty(len(tokens), self.embed_dim, device=device, dtype=self.clip.logit_scale.dtype)
+            for length in lengths.unique():
+                rows = (lengths == length).nonzero().flatten()
+                features[rows] = self.encode_text(tokens[rows], normalize=normalize).to(features.dtype)
+            self._text_cache[key] = features
         return self._text_cache[key]
 
     # ------------------------------------------------------------------ image tower

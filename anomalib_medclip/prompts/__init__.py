@@ -7,7 +7,15 @@ from anomalib_medclip.prompts.templates import (
     DEFAULT_OBJECT,
     ENSEMBLE_TEMPLATES,
     NORMAL_STATES,
+    indefinite_article,
     state_prompts,
 )
 
-__all__ = ["ANOMALOUS_STATES", "DEFAULT_OBJECT", "ENSEMBLE_TEMPLATES", "NORMAL_STATES", "state_prompts"]
+__all__ = [
+    "ANOMALOUS_STATES",
+    "DEFAULT_OBJECT",
+    "ENSEMBLE_TEMPLATES",
+    "NORMAL_STATES",
+    "indefinite_article",
+    "state_prompts",
+]

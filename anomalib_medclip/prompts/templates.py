@@ -16,7 +16,16 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["ANOMALOUS_STATES", "DEFAULT_OBJECT", "ENSEMBLE_TEMPLATES", "NORMAL_STATES", "state_prompts"]
+import re
+
+__all__ = [
+    "ANOMALOUS_STATES",
+    "DEFAULT_OBJECT",
+    "ENSEMBLE_TEMPLATES",
+    "NORMAL_STATES",
+    "indefinite_article",
+    "state_prompts",
+]
 
 DEFAULT_OBJECT = "object"
 
@@ -31,8 +40,12 @@ ENSEMBLE_TEMPLATES: tuple[str, ...] = (
 )
 
 
-def _article(phrase: str) -> str:
-    return "an" if phrase[:1].lower() in "aeiou" else "a"
+def indefinite_article(phrase: str) -> str:
+    """``"a"`` or ``"an"`` before ``phrase``, initialisms included: ``"an MRI scan"``, ``"an X-ray"``, ``"a CT"``."""
+    head = re.split(r"[\s-]", phrase.strip(), maxsplit=1)[0]
+    if head.isupper():
+        return "an" if head[:1] in "AEFHILMNORSX" else "a"
+    return "an" if head[:1].lower() in "aeiou" else "a"
 
 
 def state_prompts(object_name: str, *, ensemble: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -50,7 +63,8 @@ def state_prompts(object_name: str, *, ensemble: bool = False) -> tuple[tuple[st
         raise ValueError(msg)
     if not ensemble:
         normal, anomalous = f"normal {object_name}", f"anomalous {object_name}"
-        return (f"a photo of {_article(normal)} {normal}",), (f"a photo of {_article(anomalous)} {anomalous}",)
+        article, anomalous_article = indefinite_article(normal), indefinite_article(anomalous)
+        return (f"a photo of {article} {normal}",), (f"a photo of {anomalous_article} {anomalous}",)
 
     def expand(states: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(template.format(state.format(object_name)) for state in states for template in ENSEMBLE_TEMPLATES)

@@ -76,18 +76,13 @@ def ensemble_sentences(object_name: str) -> tuple[list[str], list[str]]:
 
 @torch.no_grad()
 def encode_prompt_ensemble(backbone: CLIPBackbone, object_name: str) -> torch.Tensor:
-    """Normal and abnormal text features ``(D, 2)`` of the prompt ensemble (uncached).
+    """Normal and abnormal text features ``(D, 2)`` of the prompt ensemble.
 
-    The 420 sentences are tokenised once and encoded in groups of equal length, each truncated at its end-of-text
-    token: exact under CLIP's causal mask, and about 7x fewer token positions than 77-token sequences.
+    The 420 sentences are encoded by the backbone in groups of equal length, each truncated at its end-of-text token
+    (exact under CLIP's causal mask, and about 7x fewer token positions than 77-token sequences).
     """
     normal, abnormal = ensemble_sentences(object_name)
-    tokens = backbone.tokenize([*normal, *abnormal])
-    lengths = tokens.argmax(dim=-1)
-    features = torch.empty(len(tokens), backbone.embed_dim, device=tokens.device)
-    for length in lengths.unique():
-        rows = (lengths == length).nonzero().flatten()
-        features[rows] = backbone.encode_text(tokens[rows], normalize=True).to(features.dtype)
+    features = backbone.encode_fixed_text([*normal, *abnormal], normalize=True)
     groups = (features[: len(normal)], features[len(normal) :])
     return torch.stack([F.normalize(group.mean(dim=0), dim=-1) for group in groups], dim=1)
 
