@@ -13,6 +13,7 @@ from anomalib_medclip.models import (
     VAND,
     AdaCLIP,
     AnomalyCLIP,
+    AnoVL,
     AprilGAN,
     MedCrossModalCLIP,
     VanillaCLIP,
@@ -23,6 +24,7 @@ from anomalib_medclip.models import (
 __all__ = [
     "VAND",
     "AdaCLIP",
+    "AnoVL",
     "AnomalyCLIP",
     "AprilGAN",
     "DemoImages",

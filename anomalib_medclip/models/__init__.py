@@ -5,15 +5,26 @@
 from anomalib.models.components import AnomalibModule
 
 from anomalib_medclip.models.ada_clip import AdaCLIP
+from anomalib_medclip.models.ano_vl import AnoVL
 from anomalib_medclip.models.anomaly_clip import AnomalyCLIP
 from anomalib_medclip.models.april_gan import VAND, AprilGAN
 from anomalib_medclip.models.cross_modal_clip import MedCrossModalCLIP
 from anomalib_medclip.models.vanilla_clip import VanillaCLIP
 
-__all__ = ["VAND", "AdaCLIP", "AnomalyCLIP", "AprilGAN", "MedCrossModalCLIP", "VanillaCLIP", "get_model", "list_models"]
+__all__ = [
+    "VAND",
+    "AdaCLIP",
+    "AnoVL",
+    "AnomalyCLIP",
+    "AprilGAN",
+    "MedCrossModalCLIP",
+    "VanillaCLIP",
+    "get_model",
+    "list_models",
+]
 
 _MODELS: dict[str, type[AnomalibModule]] = {
-    cls.__name__: cls for cls in (AdaCLIP, AnomalyCLIP, AprilGAN, MedCrossModalCLIP, VAND, VanillaCLIP)
+    cls.__name__: cls for cls in (AdaCLIP, AnoVL, AnomalyCLIP, AprilGAN, MedCrossModalCLIP, VAND, VanillaCLIP)
 }
 
 

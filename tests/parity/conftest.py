@@ -8,9 +8,12 @@ unset or the directory is absent the test is skipped with a message that says wh
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -31,3 +34,25 @@ def original_repo() -> Callable[[str], Path]:
         return path
 
     return find
+
+
+@pytest.fixture(scope="session")
+def import_original() -> Callable[..., SimpleNamespace]:
+    """``import_original(root, "model", "utils")``: an original's top-level modules, imported by their plain names.
+
+    The originals import each other by plain names (``model``, ``utils``, ``prompt_ensemble``) that collide between
+    repositories, so the names are taken out of ``sys.modules`` again afterwards (the returned modules stay usable).
+    """
+
+    def load(root: Path, *names: str) -> SimpleNamespace:
+        sys.path.insert(0, str(root))
+        try:
+            modules = {name: importlib.import_module(name) for name in names}
+        finally:
+            sys.path.remove(str(root))
+            for name, module in list(sys.modules.items()):
+                if isinstance(module, ModuleType) and str(getattr(module, "__file__", "")).startswith(str(root)):
+                    del sys.modules[name]
+        return SimpleNamespace(**{name.replace(".", "_"): module for name, module in modules.items()})
+
+    return load

@@ -13,8 +13,6 @@ the last 11 blocks of ViT-B on the value-value path (layers 2..12), i.e. ``vv_fr
 
 from __future__ import annotations
 
-import importlib
-import sys
 from types import SimpleNamespace
 
 import open_clip
@@ -30,16 +28,11 @@ DESIGN = {"Prompt_length": 12, "learnabel_text_embedding_depth": 9, "learnabel_t
 
 
 @pytest.fixture(scope="module")
-def original(original_repo, tmp_path_factory) -> SimpleNamespace:
-    root = original_repo("zqhang+AnomalyCLIP")
-    sys.path.insert(0, str(root))
-    try:
-        lib = importlib.import_module("AnomalyCLIP_lib")
-        build_model = importlib.import_module("AnomalyCLIP_lib.build_model").build_model
-        prompt_learner = importlib.import_module("prompt_ensemble").AnomalyCLIP_PromptLearner
-        losses = importlib.import_module("loss")
-    finally:
-        sys.path.remove(str(root))
+def original(original_repo, import_original, tmp_path_factory) -> SimpleNamespace:
+    modules = import_original(original_repo("zqhang+AnomalyCLIP"), "AnomalyCLIP_lib", "AnomalyCLIP_lib.build_model",
+                              "prompt_ensemble", "loss")  # fmt: skip
+    lib, build_model = modules.AnomalyCLIP_lib, modules.AnomalyCLIP_lib_build_model.build_model
+    prompt_learner, losses = modules.prompt_ensemble.AnomalyCLIP_PromptLearner, modules.loss
     tmp = tmp_path_factory.mktemp("anomaly_clip_parity")
     torch.manual_seed(0)
     state = open_clip.create_model("ViT-B-16", pretrained=None, force_quick_gelu=True).state_dict()
