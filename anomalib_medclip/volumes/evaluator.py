@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,6 +72,23 @@ CSV_COLUMNS = (
 def _mean_std(values: pd.Series) -> dict[str, float | int]:
     """Mean and population std over the defined (non-NaN) values, and how many there were."""
     return {"mean": float(values.mean()), "std": float(values.std(ddof=0)), "n": int(values.notna().sum())}
+
+
+_COMPONENTS = frozenset({"pre_processor", "post_processor", "evaluator", "visualizer"})
+_DATA_FIELDS = ("category", "modality", "ratios", "seed", "slices", "eval_slices", "z_range")
+
+
+def _jsonable(value: object) -> object:
+    """A JSON value for a setting: scalars and ``None`` as they are, enums by value, sequences and dicts as such."""
+    if isinstance(value, Enum):  # e.g. anomalib's LearningType
+        return _jsonable(value.value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(_jsonable(k)): _jsonable(v) for k, v in value.items()}
+    return str(value)
 
 
 class VolumeEvaluator(Callback):
@@ -315,14 +333,15 @@ class VolumeEvaluator(Callback):
                 "smoothing_sigma": self.smoothing_sigma,
                 "min_component_voxels": self.min_component_voxels,
             },
-            "model": {
+            "model": {  # what was trained how: the protocol behind the numbers
                 "class": type(pl_module).__name__,
-                **{k: str(hparams[k]) for k in ("backbone", "pretrained") if k in hparams},
+                "learning_type": _jsonable(getattr(pl_module, "learning_type", None)),
+                **{k: _jsonable(v) for k, v in hparams.items() if k not in _COMPONENTS},
             },
             "data": {
                 "class": type(datamodule).__name__,
-                "root": str(getattr(datamodule, "root", "")),
-                "category": str(getattr(datamodule, "category", "")),
+                "root": str(Path(root).resolve()) if (root := getattr(datamodule, "root", None)) else "",
+                **{k: _jsonable(getattr(datamodule, k)) for k in _DATA_FIELDS if hasattr(datamodule, k)},
             },
             "volumes": len(table),
         }

@@ -1,6 +1,6 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""The BraTS study's analyses as PNG plots (matplotlib, Agg backend), written atomically.
+"""The BraTS study's analyses as PNG plots, written atomically.
 
 - ``dice_2d_vs_3d.png``: per subject, a boxplot of the 2D Dice of its lesion slices with its 3D Dice marked (Fig. 2);
 - ``dice_vs_distance.png``: mean 2D Dice of lesion slices against the normalised axial distance from the brain centre
@@ -12,27 +12,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib as mpl
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from anomalib_medclip.volumes.stacking import write_atomic
 
-mpl.use("Agg")
-import matplotlib.pyplot as plt
-
 __all__ = ["write_plots"]
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
+    """Figures are made without pyplot, so the process's matplotlib backend (e.g. a notebook's) is left alone."""
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
-    plt.close(fig)
 
 
 def _dice_2d_vs_3d(volumes: pd.DataFrame, slices: pd.DataFrame, path: Path) -> None:
     ids = [v for v in volumes.volume_id if v in set(slices.volume_id)]
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(ids)), 3.5))
+    fig = Figure(figsize=(max(4, 0.5 * len(ids)), 3.5))
+    ax = fig.subplots()
     if ids:
         ax.boxplot([slices.loc[slices.volume_id == v, "dice_2d"] for v in ids], showfliers=False)
         dice_3d = volumes.set_index("volume_id").loc[ids, "dice"]
@@ -45,7 +43,8 @@ def _dice_2d_vs_3d(volumes: pd.DataFrame, slices: pd.DataFrame, path: Path) -> N
 
 
 def _dice_vs_distance(slices: pd.DataFrame, path: Path, bins: int = 10) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     if not slices.empty:
         edges = np.linspace(0, 1, bins + 1)
         which = np.clip(np.digitize(slices.distance, edges) - 1, 0, bins - 1)
@@ -61,7 +60,8 @@ def _dice_vs_distance(slices: pd.DataFrame, path: Path, bins: int = 10) -> None:
 
 def _size_vs_dice(volumes: pd.DataFrame, path: Path) -> None:
     data = volumes.dropna(subset=["dice"])
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     ax.scatter(data.lesion_ml, data.dice)
     rho = spearmanr(data.lesion_ml, data.dice).statistic if len(data) > 2 else float("nan")
     ax.set_title(f"Spearman rho = {rho:.3f} (n = {len(data)})")

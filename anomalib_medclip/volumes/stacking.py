@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -63,13 +63,22 @@ def remove_small_components(mask: np.ndarray, min_voxels: int = 0) -> np.ndarray
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    The temporary file is created with the process's umask (as ``open`` would create ``path``), not ``mkstemp``'s
+    owner-only mode, so results in a shared folder stay readable by the group.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

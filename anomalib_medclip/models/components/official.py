@@ -16,12 +16,12 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
+
+from anomalib_medclip.volumes.stacking import write_atomic
 
 __all__ = ["check_state", "read_official_state", "save_official_state"]
 
@@ -85,14 +85,5 @@ def check_state(
 
 def save_official_state(state: Mapping[str, torch.Tensor], path: str | Path, *, key: str | None = None) -> Path:
     """Write ``{key: state}`` (or the flat ``state``) atomically, on the CPU, in the original's layout."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: value.detach().cpu() for name, value in state.items()}
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save({key: tensors} if key is not None else tensors, tmp)
-        Path(tmp).replace(path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return write_atomic(Path(path).expanduser(), lambda tmp: torch.save({key: tensors} if key else tensors, tmp))

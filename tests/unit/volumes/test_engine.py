@@ -143,6 +143,10 @@ def test_summary_results_and_slice_images(run: tuple) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["class"] == "IntensityModel"
     assert summary["data"]["class"] == "BraTS"
+    assert summary["model"]["learning_type"] == "zero_shot"  # the protocol behind the numbers
+    assert summary["data"]["ratios"] == {"test": 0.5, "val": 0.5, "train": 0.0}
+    assert summary["data"]["seed"] == 0
+    assert Path(summary["data"]["root"]).is_absolute()
     assert summary["voxels_counted"].startswith("inside the brain")
     logged = results[0]
     assert logged["voxel_auroc"] == pytest.approx(summary["voxel_auroc"])
