@@ -207,19 +207,6 @@ class AnoVLModel(DynamicBufferMixin, nn.Module):
                 return self._adapted(features[:, None], weight, bias, sentences)[:, 0]
 
     # ------------------------------------------------------------------ forward
-    def _score(self, images: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """Probability of "anomalous" from the image embedding, averaged over the augmented views if enabled."""
-        text = self._text().to(pooled.dtype)
-        probs = (F.normalize(pooled, dim=-1) @ text).softmax(dim=-1)[:, 1]
-        if not self.augmented_score:
-            return probs
-        with torch.no_grad():  # in chunks of the batch size: 21 views of each image
-            views = torch.cat(
-                [self.backbone.encode_image(v).pooled for v in augmented_views(images).split(len(images))]
-            )
-        view_probs = (F.normalize(views, dim=-1) @ text).softmax(dim=-1)[:, 1].reshape(-1, len(images))
-        return (probs + view_probs.sum(dim=0)) / (len(view_probs) + 1)
-
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Image scores ``(B,)`` and anomaly maps ``(B, 1, S, S)``."""
         text = self._text()
@@ -228,13 +215,19 @@ class AnoVLModel(DynamicBufferMixin, nn.Module):
             vv_layers = range(self.vv_from, depth + 1)
             encoded = self.backbone.encode_image(images, out_layers=(depth,), vv_layers=vv_layers)
             features = self.backbone.project_tokens(encoded.patch_tokens[0])  # (B, P, D), un-normalised
+            pooled = [encoded.pooled]
+            if self.augmented_score:  # the 21 views of each image, in chunks of the batch size
+                pooled += [
+                    self.backbone.encode_image(view).pooled for view in augmented_views(images).split(len(images))
+                ]
         with torch.autocast(images.device.type, enabled=False):
-            pred_score = self._score(images, encoded.pooled).float()
+            text = text.float()
+            pred_score = torch.stack([(F.normalize(p.float(), dim=-1) @ text).softmax(dim=-1)[:, 1] for p in pooled])
             features = self.adapt(features) if self.tta_steps else features.float()
-            probs = (F.normalize(features, dim=-1) @ text.float()).softmax(dim=-1)[..., 1]
+            probs = (F.normalize(features, dim=-1) @ text).softmax(dim=-1)[..., 1]
             grid = round(probs.shape[1] ** 0.5)
             probs = F.pad(probs.reshape(-1, 1, grid, grid), (1, 1, 1, 1), mode="replicate")
             size = images.shape[-1]
             anomaly_map = F.interpolate(F.avg_pool2d(probs, 3, stride=1), size=(size, size), mode="bilinear",
                                         align_corners=True)  # fmt: skip
-        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
+        return InferenceBatch(pred_score=pred_score.mean(dim=0), anomaly_map=anomaly_map)

@@ -208,13 +208,16 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Image scores ``(B,)`` and anomaly maps ``(B, 1, S, S)``."""
         pooled, tokens = self._encode(images)
-        pred_score = (LOGIT_SCALE * F.normalize(pooled, dim=-1) @ self._text()).softmax(dim=-1)[:, 1]
-        size = images.shape[-1]
-        anomaly_map = torch.stack([p[:, 1] for p in self.layer_probabilities(tokens, size)]).sum(dim=0).unsqueeze(1)
-        if self.few_shot:
-            anomaly_map = anomaly_map + self.few_shot_map(tokens, size)
-        anomaly_map = self.smoothing(anomaly_map)
-        if self.few_shot and self.score_range.numel():
-            low, high = self.score_range
-            pred_score = 0.5 * (pred_score + (anomaly_map.amax(dim=(1, 2, 3)) - low) / (high - low))
+        with torch.autocast(images.device.type, enabled=False):  # the light head in float32 under mixed precision
+            pooled, tokens = pooled.float(), {layer: t.float() for layer, t in tokens.items()}
+            pred_score = (LOGIT_SCALE * F.normalize(pooled, dim=-1) @ self._text().float()).softmax(dim=-1)[:, 1]
+            size = images.shape[-1]
+            probs = self.layer_probabilities(tokens, size)
+            anomaly_map = torch.stack([p[:, 1] for p in probs]).sum(dim=0).unsqueeze(1)
+            if self.few_shot:
+                anomaly_map = anomaly_map + self.few_shot_map(tokens, size)
+            anomaly_map = self.smoothing(anomaly_map)
+            if self.few_shot and self.score_range.numel():
+                low, high = self.score_range
+                pred_score = 0.5 * (pred_score + (anomaly_map.amax(dim=(1, 2, 3)) - low) / (high - low))
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)

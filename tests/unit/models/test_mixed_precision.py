@@ -6,17 +6,27 @@ from __future__ import annotations
 
 import pytest
 import torch
+from anomalib import LearningType
 from anomalib.data import ImageBatch
 
-from anomalib_medclip import MedCrossModalCLIP
-from anomalib_medclip.models import VanillaCLIP
+from anomalib_medclip import AdaCLIP, AnomalyCLIP, AnoVL, AprilGAN, MedCrossModalCLIP, VanillaCLIP
 
 ARGS = {"backbone": "ViT-B-16", "pretrained": None, "image_size": 32, "object_name": "brain MRI scan"}
+MODELS = {  # every model of the package, with the options that exercise its trainable parts
+    VanillaCLIP: {"finetune_layers": 1},
+    MedCrossModalCLIP: {"finetune_layers": 1},
+    AprilGAN: {},
+    AnomalyCLIP: {},
+    AdaCLIP: {},
+    AnoVL: {"domains": ["photo"], "tta_steps": 2},
+}
 
 
 def _model(cls: type, device: str) -> torch.nn.Module:
-    model = cls(**ARGS, finetune_layers=1)
-    model.setup()
+    model = cls(**ARGS, **MODELS[cls])
+    model.setup("fit")
+    if hasattr(model, "prepare"):  # the models whose prompts name the object set their text up per stage
+        model.prepare()
     return model.to(device)
 
 
@@ -34,26 +44,32 @@ def _check(cls: type, device: str, dtype: torch.dtype, tolerance: float) -> None
         assert torch.isfinite(value).all()
         assert torch.allclose(value, expected, atol=tolerance), (field, (value - expected).abs().max())
 
+    if model.learning_type == LearningType.ZERO_SHOT:  # training-free (AnoVL): nothing to train
+        return
     model.train()
     gt_mask = torch.zeros(4, 32, 32, dtype=torch.bool, device=device)
     gt_mask[2:, 8:20, 8:20] = True
     batch = ImageBatch(image=images, gt_label=torch.tensor([0, 0, 1, 1], device=device), gt_mask=gt_mask)
+    model.training_step(batch).backward()
+    reached = {name for name, p in model.named_parameters() if p.grad is not None}  # in float32
+    model.zero_grad(set_to_none=True)
     with torch.autocast(device, dtype=dtype):
         loss = model.training_step(batch)
     loss.backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     assert torch.isfinite(loss)
-    assert grads
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert reached
+    assert set(grads) == reached  # the same parameters learn under mixed precision
+    assert all(torch.isfinite(g).all() for g in grads.values())
 
 
-@pytest.mark.parametrize("cls", [VanillaCLIP, MedCrossModalCLIP])
+@pytest.mark.parametrize("cls", list(MODELS), ids=lambda cls: cls.__name__)
 def test_bf16_autocast_on_cpu(cls: type) -> None:
     _check(cls, "cpu", torch.bfloat16, tolerance=0.05)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("cls", [VanillaCLIP, MedCrossModalCLIP])
+@pytest.mark.parametrize("cls", list(MODELS), ids=lambda cls: cls.__name__)
 def test_fp16_autocast_on_cuda(cls: type) -> None:
     _check(cls, "cuda", torch.float16, tolerance=0.02)
