@@ -17,13 +17,11 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
@@ -37,8 +35,6 @@ from anomalib_medclip.models.components.losses import MapLoss, focal_loss
 from anomalib_medclip.models.vanilla_clip.torch_model import default_map_layers
 
 __all__ = ["AdaCLIP"]
-
-logger = logging.getLogger(__name__)
 
 
 class AdaCLIP(ObjectPromptMixin, AnomalibModule):
@@ -110,18 +106,14 @@ class AdaCLIP(ObjectPromptMixin, AnomalibModule):
             self.model.load_official_checkpoint(official_checkpoint)
         self.object_name = object_name
         self.map_loss = MapLoss.reference(normal_dice=True)
-        self._warned_no_mask = False
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Focal loss of the image probabilities plus the map losses of every layer (image term only without masks)."""
         del args, kwargs
         probs, maps = self.model.forward_train(batch.image)
         loss = focal_loss(probs, batch.gt_label.long())
-        if batch.gt_mask is not None:
-            loss = loss + torch.stack([self.map_loss(p, batch.gt_mask) for p in maps]).sum()
-        elif not self._warned_no_mask:
-            logger.warning("AdaCLIP: training batches have no masks; only the image loss is trained.")
-            self._warned_no_mask = True
+        if (map_loss := self.layer_map_loss(maps, batch)) is not None:
+            loss = loss + map_loss
         self.log("train_loss", loss, prog_bar=True, batch_size=len(probs))
         return loss
 
@@ -129,10 +121,6 @@ class AdaCLIP(ObjectPromptMixin, AnomalibModule):
         """AdamW over the learnable parts (betas of the original); nothing to train with an official checkpoint."""
         if self.hparams.official_checkpoint is not None:
             return None
-        params = [p for name, p in self.model.named_parameters() if not name.startswith("backbone.")]
-        return torch.optim.AdamW(params, lr=self.hparams.lr, betas=(0.5, 0.999), weight_decay=self.hparams.weight_decay)
-
-    @property
-    def learning_type(self) -> LearningType:
-        """ONE_CLASS (= trainable, so anomalib calls ``fit``) without an official checkpoint; else ZERO_SHOT."""
-        return LearningType.ZERO_SHOT if self.hparams.official_checkpoint is not None else LearningType.ONE_CLASS
+        return torch.optim.AdamW(
+            self.learnable_parameters(), lr=self.hparams.lr, betas=(0.5, 0.999), weight_decay=self.hparams.weight_decay
+        )

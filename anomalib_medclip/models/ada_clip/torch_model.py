@@ -140,13 +140,15 @@ class AdaCLIPModel(nn.Module):
             self.dynamic_text_prompt_generator = _Heads(prompt_length, dim, d_text)
         self.smoothing = GaussianSmoothing(smoothing_sigma)
         self.register_buffer("tokens", torch.empty(0, dtype=torch.long), persistent=False)
+        self.sentences: list[str] = []
         self.n_normal = 0
         self.object_name: str | None = None
 
     def setup_text(self, object_name: str) -> None:
         """Tokenise the 48 sentences of ``object_name`` (their features depend on the image and are not cached)."""
         normal, abnormal = state_sentences(object_name)
-        self.tokens = self.backbone.tokenize([*normal, *abnormal])
+        self.sentences = [*normal, *abnormal]
+        self.tokens = self.backbone.tokenize(self.sentences)
         self.n_normal, self.object_name = len(normal), object_name
 
     @property
@@ -179,15 +181,17 @@ class AdaCLIPModel(nn.Module):
         if self.tokens.numel() == 0:
             msg = "Text is not set: call `setup_text(object_name)` (the Lightning model does it before each stage)."
             raise RuntimeError(msg)
-        per_image = self.text_prompting and dynamic is not None
-        rows = dynamic.shape[0] if per_image else 1
-        deep = {}
-        if self.text_prompting:  # layer 1 keeps its word embeddings; layers 2..depth get the prompts
+        if not self.text_prompting:  # plain CLIP text: the backbone caches it
+            features = self.backbone.encode_fixed_text(self.sentences, normalize=True)[None]
+        else:  # layer 1 keeps its word embeddings; layers 2..depth get the prompts, per image when dynamic
+            per_image = dynamic is not None
+            rows = dynamic.shape[0] if per_image else 1
+            deep = {}
             for index in range(1, self.depth):
                 context = self._context(self.text_prompter, index, dynamic)
                 deep[index + 1] = context.repeat_interleave(len(self.tokens), dim=0) if per_image else context
-        features = self.backbone.encode_text(self.tokens.repeat(rows, 1), deep_prompts=deep, normalize=True)
-        features = features.reshape(rows, len(self.tokens), -1)
+            features = self.backbone.encode_text(self.tokens.repeat(rows, 1), deep_prompts=deep, normalize=True)
+            features = features.reshape(rows, len(self.tokens), -1)
         groups = (features[:, : self.n_normal], features[:, self.n_normal :])
         return torch.stack([F.normalize(group.mean(dim=1), dim=-1) for group in groups], dim=-1)
 

@@ -16,14 +16,12 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
@@ -36,8 +34,6 @@ from anomalib_medclip.models.components import MedCLIPModuleMixin
 from anomalib_medclip.models.components.losses import MapLoss
 
 __all__ = ["AnomalyCLIP"]
-
-logger = logging.getLogger(__name__)
 
 
 class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
@@ -103,19 +99,14 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
             self.model.load_official_checkpoint(official_checkpoint)
         self.object_name = object_name
         self.map_loss = MapLoss.reference(normal_dice=True)
-        self._warned_no_mask = False
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Map losses (weighted) plus image cross-entropy; image term only for batches without masks."""
+        """Image cross-entropy plus the weighted map losses (image term only for batches without masks)."""
         del args, kwargs
         logits, probs = self.model.forward_train(batch.image)
         loss = F.cross_entropy(logits, batch.gt_label.long())
-        if batch.gt_mask is not None:
-            map_loss = torch.stack([self.map_loss(p, batch.gt_mask) for p in probs]).sum()
+        if (map_loss := self.layer_map_loss(probs, batch)) is not None:
             loss = loss + self.hparams.map_loss_weight * map_loss
-        elif not self._warned_no_mask:
-            logger.warning("AnomalyCLIP: training batches have no masks; only the image loss is trained.")
-            self._warned_no_mask = True
         self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
         return loss
 
@@ -123,10 +114,4 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
         """Adam over the prompts (betas of the original); nothing to train with an official checkpoint."""
         if self.hparams.official_checkpoint is not None:
             return None
-        params = [p for name, p in self.model.named_parameters() if not name.startswith("backbone.")]
-        return torch.optim.Adam(params, lr=self.hparams.lr, betas=(0.5, 0.999))
-
-    @property
-    def learning_type(self) -> LearningType:
-        """ONE_CLASS (= trainable, so anomalib calls ``fit``) without an official checkpoint; else ZERO_SHOT."""
-        return LearningType.ZERO_SHOT if self.hparams.official_checkpoint is not None else LearningType.ONE_CLASS
+        return torch.optim.Adam(self.learnable_parameters(), lr=self.hparams.lr, betas=(0.5, 0.999))

@@ -19,8 +19,11 @@ which anomalib's ``get_model`` requires.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+import torch
+from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
@@ -97,6 +100,31 @@ class MedCLIPModuleMixin(SlimCheckpointMixin):
     def trainer_arguments(self) -> dict[str, Any]:
         """No sanity validation (it would learn thresholds before training); epochs stay the user's choice."""
         return {"num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """ONE_CLASS (= trainable, so anomalib calls ``fit``); ZERO_SHOT with the original's ``official_checkpoint``.
+
+        anomalib only fits ONE_CLASS models; models with other rules (zero-/few-shot modes) override this.
+        """
+        return LearningType.ZERO_SHOT if self.hparams.get("official_checkpoint") else LearningType.ONE_CLASS
+
+    def learnable_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of the torch model outside the frozen backbone (the method's own parts)."""
+        return [p for name, p in self.model.named_parameters() if p.requires_grad and not name.startswith("backbone.")]
+
+    def layer_map_loss(self, maps: Sequence[torch.Tensor], batch: Batch) -> torch.Tensor | None:
+        """Sum over layers of ``self.map_loss(probabilities, masks)``; ``None`` (warned once) for a batch without masks.
+
+        The reference methods train the map on masks and the image score on labels; classification-only data (BMAD's
+        Chest, OCT2017, Histopathology) then trains the image term only.
+        """
+        if batch.gt_mask is not None:
+            return torch.stack([self.map_loss(m, batch.gt_mask) for m in maps]).sum()
+        if not getattr(self, "_warned_no_mask", False):
+            logger.warning("%s: training batches have no masks; only the image loss is trained.", type(self).__name__)
+            self._warned_no_mask = True
+        return None
 
     def resolve_object_name(self, explicit: str | None) -> str:
         """Object phrase for the prompts: explicit argument, then the datamodule's, then ``"object"``."""

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
@@ -137,8 +136,3 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
         if self.clip_params:
             groups.append({"params": self.clip_params, "lr": self.hparams.clip_lr})
         return torch.optim.Adam(groups)
-
-    @property
-    def learning_type(self) -> LearningType:
-        """ONE_CLASS: the only learning type for which anomalib calls ``fit`` (here: trainable)."""
-        return LearningType.ONE_CLASS
