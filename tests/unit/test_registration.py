@@ -129,19 +129,31 @@ def _bmad_brain_tree(source: Path, root: Path) -> Path:
     return root
 
 
+DEMO = ["--data", "DemoBraTS", "--data.n_subjects", "4"]
+EPOCH = ["--trainer.max_epochs", "1"]
+
+
 @pytest.mark.parametrize(
-    ("model", "data"),
+    ("model", "options", "data", "outputs"),
     [
-        ("MedCrossModalCLIP", ["--data", "DemoBraTS", "--data.n_subjects", "4", "--trainer.max_epochs", "1"]),
-        ("AprilGAN", ["--data", "DemoBraTS", "--data.n_subjects", "4", "--trainer.max_epochs", "1"]),
-        ("VanillaCLIP", ["--data", "MedBMAD", "--data.category", "Brain"]),
+        ("MedCrossModalCLIP", [], [*DEMO, *EPOCH], True),
+        ("AprilGAN", [], [*DEMO, *EPOCH], True),
+        ("AnomalyCLIP", [], [*DEMO, *EPOCH], False),
+        # the cheapest settings of the two slowest models at 32 px: AdaCLIP without per-image text prompts (48
+        # sentences per image dominate at tiny image sizes), AnoVL without the 21 extra views of its image score
+        ("AdaCLIP", ["--model.prompting_branch", "V"], [*DEMO, *EPOCH], False),
+        ("AnoVL", ["--model.domains", "[MRI scan]", "--model.augmented_score", "false"], DEMO, False),
+        ("VanillaCLIP", [], ["--data", "MedBMAD", "--data.category", "Brain"], False),
     ],
 )
-def test_stock_cli_on_medical_datamodules(model: str, data: list[str], image_folder: Path, tmp_path: Path) -> None:
-    demo = data[1] == "DemoBraTS"
+def test_stock_cli_on_medical_datamodules(
+    model: str, options: list[str], data: list[str], outputs: bool, image_folder: Path, tmp_path: Path
+) -> None:
+    """``outputs``: also check the 3D outputs and a prediction on an unlabelled scan (model-independent: two models)."""
+    demo = "DemoBraTS" in data
     root = str(tmp_path / "demo_brats") if demo else str(_bmad_brain_tree(image_folder, tmp_path / "bmad"))
-    args = ["--model", model, *TINY, *data, "--data.root", root, "--data.num_workers", "0"]
-    args += ["--trainer.accelerator", "cpu"]
+    model_args = ["--model", model, *TINY, *options]
+    args = [*model_args, *data, "--data.root", root, "--data.num_workers", "0", "--trainer.accelerator", "cpu"]
     proc = _run([ANOMALIB, "train", *args, "--default_root_dir", str(tmp_path / "results")], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "image_AUROC" in proc.stdout
@@ -149,9 +161,9 @@ def test_stock_cli_on_medical_datamodules(model: str, data: list[str], image_fol
     proc = _run([ANOMALIB, "test", *args, "--ckpt_path", str(ckpt)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "image_AUROC" in proc.stdout
-    if demo:
+    if outputs:
         _check_volume_outputs(tmp_path / "results", Path(root))
-        _check_predict_on_unlabelled_scan(model, ckpt, Path(root), tmp_path)
+        _check_predict_on_unlabelled_scan(model_args, ckpt, Path(root), tmp_path)
 
 
 def _check_volume_outputs(results: Path, root: Path) -> None:
@@ -181,11 +193,11 @@ def _check_volume_outputs(results: Path, root: Path) -> None:
     }  # fmt: skip
 
 
-def _check_predict_on_unlabelled_scan(model: str, ckpt: Path, root: Path, tmp_path: Path) -> None:
+def _check_predict_on_unlabelled_scan(model_args: list[str], ckpt: Path, root: Path, tmp_path: Path) -> None:
     import nibabel as nib
 
     scan = sorted(root.glob("*/*-t2w.nii.gz"))[0]
-    args = ["--model", model, *TINY, "--ckpt_path", str(ckpt), "--data", "NiftiScans", "--data.path", str(scan)]
+    args = [*model_args, "--ckpt_path", str(ckpt), "--data", "NiftiScans", "--data.path", str(scan)]
     proc = _run([ANOMALIB, "predict", *args, "--data.num_workers", "0", "--trainer.accelerator", "cpu"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stem = scan.name.removesuffix(".nii.gz")
