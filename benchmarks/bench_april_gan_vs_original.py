@@ -139,7 +139,7 @@ def main() -> None:
         print("MEDCLIP_ORIGINALS is unset or lacks ByChelsea+VAND-APRIL-GAN/: the original is skipped.")
 
     backbone = models[args.sizes[0]].backbone
-    ours_text, _ = _timed(lambda: encode_prompt_ensemble(backbone, OBJECT), args.repeats)
+    ours_text, _ = _timed(lambda: (backbone.clear_text_cache(), encode_prompt_ensemble(backbone, OBJECT)), args.repeats)
     for model in models.values():
         model.setup_text(OBJECT)
     print(f"\ntext set-up (420 sentences, '{OBJECT}'): ours {ours_text:.2f} s", end="")

@@ -101,6 +101,7 @@ def main() -> None:
             default_root_dir=Path(tmp) / "run",
             datamodule=SimpleNamespace(test_data=SimpleNamespace(samples=samples)),
             is_global_zero=True,
+            world_size=1,  # one process (the DDP paths are tested in tests/unit/volumes/test_ddp.py)
         )
         module = SimpleNamespace(log=lambda *_, **__: None, hparams={})
         evaluator = VolumeEvaluator(brats_official=False)

@@ -305,6 +305,10 @@ class CLIPBackbone(nn.Module):
             self._text_cache[key] = features
         return self._text_cache[key]
 
+    def clear_text_cache(self) -> None:
+        """Forget the cached fixed-text features (e.g. to time the text encoding)."""
+        self._text_cache.clear()
+
     # ------------------------------------------------------------------ image tower
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
         """``E_0``: CLS + patch embeddings with positional embedding, before ``ln_pre``, ``(B, 1 + P, Dv)``."""
