@@ -62,7 +62,9 @@ __all__ = ["ThresholdPolicy", "VolumeEvaluator"]
 
 logger = logging.getLogger(__name__)
 ThresholdPolicy = Literal["adaptive", "fixed", "oracle"]
-NORMALISATION = "anomalib PostProcessor: min-max on the validation split, F1-adaptive threshold mapped to 0.5"
+NORMALISATION = (
+    "anomalib PostProcessor: min-max on the validation split, F1-adaptive threshold mapped to 0.5, clamped to [0, 1]"
+)
 _STATS = ("dice", "sensitivity", "specificity", "ppv", "dice_2d_mean")
 CSV_COLUMNS = (
     "volume_id", "dice", "sensitivity", "specificity", "ppv", "lesion_voxels", "predicted_voxels", "dice_2d_mean",
