@@ -35,7 +35,7 @@ import yaml
 from anomalib.pipelines.components import Job, JobGenerator
 
 from anomalib_medclip.experiments.spec import Cell
-from anomalib_medclip.volumes.stacking import write_atomic
+from anomalib_medclip.utils import write_atomic
 
 __all__ = ["GridJob", "GridJobGenerator", "cell_state", "group_cells", "read_result", "result_path"]
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from anomalib_medclip.experiments.jobs import cell_state, read_result
 from anomalib_medclip.experiments.spec import Cell, GridSpec
-from anomalib_medclip.volumes.stacking import write_atomic
+from anomalib_medclip.utils import write_atomic
 
 __all__ = ["cell_records", "summarise", "write_tables"]
 

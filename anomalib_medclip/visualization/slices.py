@@ -29,7 +29,7 @@ from anomalib.visualization import ImageVisualizer
 from anomalib.visualization.image.item_visualizer import visualize_image_item
 from torchvision.transforms.v2 import Compose, Normalize
 
-from anomalib_medclip.volumes.stacking import write_atomic
+from anomalib_medclip.utils import write_atomic
 
 __all__ = ["SliceVisualizer"]
 

@@ -17,7 +17,6 @@ from anomalib_medclip.volumes.stacking import (
     postprocess_volume,
     remove_small_components,
     stack_slices,
-    write_atomic,
     write_nifti,
 )
 
@@ -34,6 +33,5 @@ __all__ = [
     "stack_slices",
     "volume_metrics",
     "volume_scores",
-    "write_atomic",
     "write_nifti",
 ]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomalib_medclip.volumes.stacking import write_atomic
+from anomalib_medclip.utils import write_atomic
 
 __all__ = ["write_brats_lesionwise"]
 

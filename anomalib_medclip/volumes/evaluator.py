@@ -47,6 +47,7 @@ import torch.distributed as dist
 from lightning.pytorch import Callback
 
 from anomalib_medclip.data.nifti import Volume, read_volume, to_source_orientation
+from anomalib_medclip.utils import write_atomic
 from anomalib_medclip.volumes.brats_official import write_brats_lesionwise
 from anomalib_medclip.volumes.metrics import VoxelCurves, dice_2d_mean, hd95, volume_scores
 from anomalib_medclip.volumes.plots import write_plots
@@ -54,7 +55,6 @@ from anomalib_medclip.volumes.stacking import (
     postprocess_volume,
     remove_small_components,
     stack_slices,
-    write_atomic,
     write_nifti,
 )
 

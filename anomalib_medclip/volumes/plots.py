@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-from anomalib_medclip.volumes.stacking import write_atomic
+from anomalib_medclip.utils import write_atomic
 
 __all__ = ["write_plots"]
 

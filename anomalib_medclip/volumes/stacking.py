@@ -11,10 +11,7 @@ half-written file.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import nibabel as nib
@@ -24,8 +21,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from anomalib_medclip.data.nifti import image_to_slice, slice_to_image
+from anomalib_medclip.utils import write_atomic
 
-__all__ = ["postprocess_volume", "remove_small_components", "stack_slices", "write_atomic", "write_nifti"]
+__all__ = ["postprocess_volume", "remove_small_components", "stack_slices", "write_nifti"]
 
 
 def stack_slices(maps: Mapping[int, np.ndarray], canonical_shape: tuple[int, int, int]) -> np.ndarray:
@@ -60,30 +58,6 @@ def remove_small_components(mask: np.ndarray, min_voxels: int = 0) -> np.ndarray
     keep = sizes >= min_voxels
     keep[0] = False
     return keep[labels]
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it to ``path``.
-
-    The temporary file is created with the process's umask (as ``open`` would create ``path``), not ``mkstemp``'s
-    owner-only mode, so results in a shared folder stay readable by the group.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
-        try:
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            break
-        except FileExistsError:
-            continue
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return path
 
 
 def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:

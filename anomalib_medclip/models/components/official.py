@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from anomalib_medclip.volumes.stacking import write_atomic
+from anomalib_medclip.utils import write_atomic
 
 __all__ = ["check_state", "read_official_state", "save_official_state"]
 

@@ -14,8 +14,8 @@ import pytest
 from scipy import ndimage
 
 from anomalib_medclip.data.nifti import slice_to_image
+from anomalib_medclip.utils import write_atomic
 from anomalib_medclip.volumes import remove_small_components, stack_slices
-from anomalib_medclip.volumes.stacking import write_atomic
 
 
 def test_served_slices_stack_back_to_the_canonical_volume_in_any_order() -> None:
