@@ -4,14 +4,17 @@
 
 from anomalib_medclip.backbones.clip import CLIPBackbone, PosEmbedMode, VisualFeatures, resize_positional_embedding
 from anomalib_medclip.backbones.loading import (
+    TINY_TEST_BACKBONE,
     Activation,
     ClipInfo,
     WeightsUnavailableError,
     config_activation,
     create_clip,
+    native_image_size,
 )
 
 __all__ = [
+    "TINY_TEST_BACKBONE",
     "Activation",
     "CLIPBackbone",
     "ClipInfo",
@@ -20,5 +23,6 @@ __all__ = [
     "WeightsUnavailableError",
     "config_activation",
     "create_clip",
+    "native_image_size",
     "resize_positional_embedding",
 ]

@@ -296,14 +296,20 @@ class CLIPBackbone(nn.Module):
         device = self.clip.logit_scale.device
         key = (tuple(texts), normalize, str(device), self.clip.logit_scale.dtype)
         if key not in self._text_cache:
-            tokens = self.tokenize(texts)
-            lengths = tokens.argmax(dim=-1)
-            features = torch.empty(len(tokens), self.embed_dim, device=device, dtype=self.clip.logit_scale.dtype)
-            for length in lengths.unique():
-                rows = (lengths == length).nonzero().flatten()
-                features[rows] = self.encode_text(tokens[rows], normalize=normalize).to(features.dtype)
-            self._text_cache[key] = features
+            with torch.inference_mode(False):  # cached tensors outlive the stage: never inference tensors
+                self._text_cache[key] = self._encode_by_length(texts, normalize)
         return self._text_cache[key]
+
+    def _encode_by_length(self, texts: Sequence[str], normalize: bool) -> torch.Tensor:
+        """Features ``(N, D)`` of ``texts``, encoded in groups of equal token length."""
+        tokens = self.tokenize(texts)
+        lengths = tokens.argmax(dim=-1)
+        scale = self.clip.logit_scale
+        features = torch.empty(len(tokens), self.embed_dim, device=scale.device, dtype=scale.dtype)
+        for length in lengths.unique():
+            rows = (lengths == length).nonzero().flatten()
+            features[rows] = self.encode_text(tokens[rows], normalize=normalize).to(features.dtype)
+        return features
 
     def clear_text_cache(self) -> None:
         """Forget the cached fixed-text features (e.g. to time the text encoding)."""

@@ -6,6 +6,10 @@
 ``None`` for an explicitly random initialisation (seeded, so a checkpoint can rebuild it). Models named
 ``"hf-hub:<org>/<repo>"`` (BiomedCLIP, PMC-CLIP community weights) carry their own weights.
 
+The package registers one extra architecture with open_clip, ``ViT-tiny-test`` (12 + 12 blocks of width 64, patch 8
+at 32 px, about 4 M parameters, no released weights): the real CLIP code paths at a size that tests and smoke runs
+build in milliseconds. It only ever has random weights.
+
 open_clip retries downloads for most of a minute before failing and, for some models, only logs "initialized
 randomly" when weights are missing. Here, weights are first looked up in the local caches; if they are absent and
 the hub cannot be reached (``HF_HUB_OFFLINE=1``, or a 3 s connection probe fails), :class:`WeightsUnavailableError`
@@ -34,7 +38,16 @@ import open_clip
 import torch
 from torch import nn
 
-__all__ = ["Activation", "ClipInfo", "WeightsUnavailableError", "config_activation", "create_clip", "local_weights"]
+__all__ = [
+    "TINY_TEST_BACKBONE",
+    "Activation",
+    "ClipInfo",
+    "WeightsUnavailableError",
+    "config_activation",
+    "create_clip",
+    "local_weights",
+    "native_image_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +55,8 @@ Activation = Literal["auto", "gelu", "quick_gelu"]
 HF_HUB_PREFIX = "hf-hub:"
 _HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _PROBE_TIMEOUT_S = 3.0
+TINY_TEST_BACKBONE = "ViT-tiny-test"
+open_clip.add_model_config(Path(__file__).with_name("configs"))
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -132,6 +147,17 @@ def config_activation(name: str) -> Activation:
     if config is None:
         return "auto"
     return "quick_gelu" if config.get("quick_gelu", False) else "gelu"
+
+
+def native_image_size(name: str) -> int | None:
+    """Input size of an open_clip architecture's config (``None`` for ``hf-hub:`` ids and unknown names).
+
+    Example:
+        >>> native_image_size("ViT-L-14-336"), native_image_size(TINY_TEST_BACKBONE)
+        (336, 32)
+    """
+    config = None if name.startswith(HF_HUB_PREFIX) else open_clip.get_model_config(name)
+    return int(config["vision_cfg"]["image_size"]) if config else None
 
 
 def _resolve_quick_gelu(name: str, pretrained_cfg: dict, activation: Activation) -> bool:

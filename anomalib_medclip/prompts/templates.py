@@ -1,6 +1,6 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""Normal/anomalous prompt sentences for CLIP zero-shot scoring.
+"""Shared prompt helpers and VanillaCLIP's normal/anomalous sentences for CLIP zero-shot scoring.
 
 The plain prompts are the cross-modal paper's baseline: ``"a photo of a normal {obj}"`` and
 ``"a photo of an anomalous {obj}"``. The optional ensemble crosses a few medical state words with generic photo
@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_OBJECT",
     "ENSEMBLE_TEMPLATES",
     "NORMAL_STATES",
+    "check_object_name",
     "indefinite_article",
     "state_prompts",
 ]
@@ -38,6 +39,14 @@ ENSEMBLE_TEMPLATES: tuple[str, ...] = (
     "a medical image of a {}.",
     "a scan showing a {}.",
 )
+
+
+def check_object_name(object_name: str) -> str:
+    """``object_name`` itself when it is a non-empty phrase; else a ``ValueError`` saying what is expected."""
+    if not isinstance(object_name, str) or not object_name.strip():
+        msg = f"object_name must be a non-empty phrase such as 'brain MRI scan', got {object_name!r}."
+        raise ValueError(msg)
+    return object_name
 
 
 def indefinite_article(phrase: str) -> str:
@@ -58,9 +67,7 @@ def state_prompts(object_name: str, *, ensemble: bool = False) -> tuple[tuple[st
     Returns:
         ``(normal_sentences, anomalous_sentences)``.
     """
-    if not object_name.strip():
-        msg = "object_name must be a non-empty phrase such as 'brain MRI scan'."
-        raise ValueError(msg)
+    check_object_name(object_name)
     if not ensemble:
         normal, anomalous = f"normal {object_name}", f"anomalous {object_name}"
         article, anomalous_article = indefinite_article(normal), indefinite_article(anomalous)

@@ -132,6 +132,16 @@ class VolumeEvaluator(Callback):
         self.brats_official = brats_official
         self._reset()
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """TEMPORARY shim (replaced by the volumes branch)."""
+        return {k: getattr(self, k) for k in ("threshold_policy", "threshold", "brain_only", "smoothing_sigma",
+                "min_component_voxels", "curve_thresholds", "hd95", "brats_official")}
+
+    def configure(self, **settings: Any) -> None:
+        """TEMPORARY shim (replaced by the volumes branch)."""
+        self.__init__(**{**self.settings, **settings})
+
     def _reset(self) -> None:
         self._maps: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
         self._scores: dict[str, dict[int, float]] = defaultdict(dict)

@@ -28,16 +28,16 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, PosEmbedMode, config_activation
+from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode, config_activation
 from anomalib_medclip.models.ada_clip.torch_model import AdaCLIPModel
-from anomalib_medclip.models.components import ObjectPromptMixin
+from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
 from anomalib_medclip.models.components.losses import MapLoss, focal_loss
-from anomalib_medclip.models.vanilla_clip.torch_model import default_map_layers
+from anomalib_medclip.volumes import VolumeEvaluator
 
 __all__ = ["AdaCLIP"]
 
 
-class AdaCLIP(ObjectPromptMixin, AnomalibModule):
+class AdaCLIP(MedCLIPModuleMixin, AnomalibModule):
     """AdaCLIP zero-shot anomaly detection and segmentation.
 
     Args:
@@ -58,6 +58,7 @@ class AdaCLIP(ObjectPromptMixin, AnomalibModule):
         official_checkpoint: the original's weights file; given, the model is not trained.
         lr, weight_decay: AdamW settings (1e-2, 0.01).
         pre_processor, post_processor, evaluator, visualizer: anomalib components.
+        volume_evaluator: the 3D evaluation of volumes (``True`` = default settings, ``False`` = off).
     """
 
     def __init__(
@@ -86,26 +87,33 @@ class AdaCLIP(ObjectPromptMixin, AnomalibModule):
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
+        volume_evaluator: VolumeEvaluator | bool = True,
     ) -> None:
-        clip, components = self.build_backbone(
-            {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator,
-             "visualizer": visualizer},
-            name=backbone, pretrained=pretrained, image_size=image_size, pos_embed_mode=pos_embed_mode, seed=seed,
+        super().__init__(
+            backbone=backbone, pretrained=pretrained, image_size=image_size, pos_embed_mode=pos_embed_mode, seed=seed,
             activation=config_activation(backbone) if activation == "original" else activation,
+            pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer,
+            volume_evaluator=volume_evaluator,
         )  # fmt: skip
-        super().__init__(**components)
-        with torch.random.fork_rng(devices=[]):  # the initialisation is part of the model's identity
-            torch.manual_seed(seed)
-            self.model = AdaCLIPModel(
-                clip, layers if layers is not None else default_map_layers(clip.visual_depth),
-                prompt_length=prompt_length, prompt_depth=prompt_depth, prompting_branch=prompting_branch,
-                prompting_type=prompting_type, use_hsf=use_hsf, k_clusters=k_clusters, hsf_seed=hsf_seed,
-                smoothing_sigma=smoothing_sigma, fp16_prompt_rounding=fp16_prompt_rounding,
-            )  # fmt: skip
         if official_checkpoint is not None:
             self.model.load_official_checkpoint(official_checkpoint)
         self.object_name = object_name
         self.map_loss = MapLoss.reference(normal_dice=True)
+
+    def build_model(self, backbone: CLIPBackbone) -> AdaCLIPModel:
+        """Static/dynamic prompts, projections and HSF on the frozen backbone (initialised from ``seed``)."""
+        hp = self.hparams
+        return AdaCLIPModel(
+            backbone, tuple(hp.layers) if hp.layers is not None else quarter_layers(backbone.visual_depth),
+            prompt_length=hp.prompt_length, prompt_depth=hp.prompt_depth, prompting_branch=hp.prompting_branch,
+            prompting_type=hp.prompting_type, use_hsf=hp.use_hsf, k_clusters=hp.k_clusters, hsf_seed=hp.hsf_seed,
+            smoothing_sigma=hp.smoothing_sigma, fp16_prompt_rounding=hp.fp16_prompt_rounding,
+        )  # fmt: skip
+
+    @property
+    def is_trainable(self) -> bool:
+        """Unless the original's released weights are loaded (``official_checkpoint``): then zero-shot."""
+        return self.hparams.official_checkpoint is None
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Focal loss of the image probabilities plus the map losses of every layer (image term only without masks)."""
@@ -119,7 +127,7 @@ class AdaCLIP(ObjectPromptMixin, AnomalibModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         """AdamW over the learnable parts (betas of the original); nothing to train with an official checkpoint."""
-        if self.hparams.official_checkpoint is not None:
+        if not self.is_trainable:
             return None
         return torch.optim.AdamW(
             self.learnable_parameters(), lr=self.hparams.lr, betas=(0.5, 0.999), weight_decay=self.hparams.weight_decay

@@ -38,33 +38,15 @@ from torch import nn
 
 from anomalib_medclip.backbones import CLIPBackbone
 from anomalib_medclip.models.ada_clip.hsf import hybrid_semantic_fusion
-from anomalib_medclip.models.components import GaussianSmoothing, upsample_patch_values
+from anomalib_medclip.models.components import GaussianSmoothing, PromptedModel, upsample_patch_values
 from anomalib_medclip.models.components.official import check_state, read_official_state, save_official_state
+from anomalib_medclip.prompts import state_sentences
 
-__all__ = ["LOGIT_SCALE", "OFFICIAL_PREFIX", "AdaCLIPModel", "state_sentences"]
+__all__ = ["LOGIT_SCALE", "OFFICIAL_PREFIX", "AdaCLIPModel"]
 
 LOGIT_SCALE = 100.0  # fixed in the original
 OFFICIAL_PREFIX = "clip_model."
 HSF_ALPHA = 0.2  # hard-coded in the original
-
-_NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect",
-                  "{} without damage")  # fmt: skip
-_ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
-_TEMPLATES = ("a bad photo of a {}.", "a low resolution photo of the {}.", "a bad photo of the {}.",
-              "a cropped photo of the {}.")  # fmt: skip
-
-
-def state_sentences(object_name: str) -> tuple[list[str], list[str]]:
-    """The original's 28 normal and 20 abnormal sentences (states x templates; ``-`` in the name becomes a space)."""
-    if not object_name.strip():
-        msg = "object_name must be a non-empty phrase such as 'brain MRI scan'."
-        raise ValueError(msg)
-    name = object_name.replace("-", " ")
-
-    def expand(states: tuple[str, ...]) -> list[str]:
-        return [template.format(state.format(name)) for state in states for template in _TEMPLATES]
-
-    return expand(_NORMAL_STATES), expand(_ABNORMAL_STATES)
 
 
 class _Prompts(nn.Module):
@@ -84,7 +66,7 @@ class _Heads(nn.Module):
         self.head = nn.ModuleList(nn.Linear(d_in, d_out) for _ in range(n))
 
 
-class AdaCLIPModel(nn.Module):
+class AdaCLIPModel(PromptedModel):
     """Torch model of ``AdaCLIP``.
 
     Args:
@@ -142,19 +124,13 @@ class AdaCLIPModel(nn.Module):
         self.register_buffer("tokens", torch.empty(0, dtype=torch.long), persistent=False)
         self.sentences: list[str] = []
         self.n_normal = 0
-        self.object_name: str | None = None
 
-    def setup_text(self, object_name: str) -> None:
+    def _prepare_text(self, object_name: str) -> None:
         """Tokenise the 48 sentences of ``object_name`` (their features depend on the image and are not cached)."""
         normal, abnormal = state_sentences(object_name)
         self.sentences = [*normal, *abnormal]
         self.tokens = self.backbone.tokenize(self.sentences)
-        self.n_normal, self.object_name = len(normal), object_name
-
-    @property
-    def text_ready(self) -> bool:
-        """Whether the sentences are tokenised."""
-        return self.tokens.numel() > 0
+        self.n_normal = len(normal)
 
     # ------------------------------------------------------------------ prompts
     def _round(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -178,9 +154,7 @@ class AdaCLIPModel(nn.Module):
 
     def text_features(self, dynamic: torch.Tensor | None) -> torch.Tensor:
         """Normal/abnormal text features ``(B | 1, D, 2)``: per image when the text prompts depend on it."""
-        if self.tokens.numel() == 0:
-            msg = "Text is not set: call `setup_text(object_name)` (the Lightning model does it before each stage)."
-            raise RuntimeError(msg)
+        self._require_text()
         if not self.text_prompting:  # plain CLIP text: the backbone caches it
             features = self.backbone.encode_fixed_text(self.sentences, normalize=True)[None]
         else:  # layer 1 keeps its word embeddings; layers 2..depth get the prompts, per image when dynamic

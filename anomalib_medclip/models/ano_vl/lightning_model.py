@@ -16,20 +16,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from anomalib import LearningType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, PosEmbedMode
+from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
 from anomalib_medclip.models.ano_vl.torch_model import AnoVLModel
-from anomalib_medclip.models.components import ObjectPromptMixin
+from anomalib_medclip.models.components import MedCLIPModuleMixin
+from anomalib_medclip.volumes import VolumeEvaluator
 
 __all__ = ["AnoVL"]
 
 
-class AnoVL(ObjectPromptMixin, AnomalibModule):
+class AnoVL(MedCLIPModuleMixin, AnomalibModule):
     """AnoVL zero-shot anomaly detection and localisation, with optional test-time adaptation.
 
     Args:
@@ -47,6 +47,7 @@ class AnoVL(ObjectPromptMixin, AnomalibModule):
         augmented_score: average the image score over 21 augmented views too (the original; 22x the image passes).
         tta_steps, tta_lr, tta_noise_std, tta_seed: test-time adaptation (5 steps, AdamW 1e-3, noise 0.055, seed 0).
         pre_processor, post_processor, evaluator, visualizer: anomalib components.
+        volume_evaluator: the 3D evaluation of volumes (``True`` = default settings, ``False`` = off).
     """
 
     def __init__(
@@ -69,24 +70,27 @@ class AnoVL(ObjectPromptMixin, AnomalibModule):
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
+        volume_evaluator: VolumeEvaluator | bool = True,
     ) -> None:
-        clip, components = self.build_backbone(
-            {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator,
-             "visualizer": visualizer},
-            name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
-            pos_embed_mode=pos_embed_mode, seed=seed,
-        )  # fmt: skip
-        super().__init__(**components)
-        self.model = AnoVLModel(
-            clip, domains=domains, vv_from=vv_from, augmented_score=augmented_score, tta_steps=tta_steps,
-            tta_lr=tta_lr, tta_noise_std=tta_noise_std, tta_seed=tta_seed,
+        super().__init__(
+            backbone=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
+            pos_embed_mode=pos_embed_mode, seed=seed, pre_processor=pre_processor, post_processor=post_processor,
+            evaluator=evaluator, visualizer=visualizer, volume_evaluator=volume_evaluator,
         )  # fmt: skip
         self.object_name = object_name
 
-    def configure_optimizers(self) -> None:
-        """Nothing is trained (the test-time adapter has its own optimiser, per batch)."""
+    def build_model(self, backbone: CLIPBackbone) -> AnoVLModel:
+        """Value-value stream, domain-aware prompts and test-time adaptation on the frozen backbone."""
+        hp = self.hparams
+        return AnoVLModel(
+            backbone, domains=hp.domains, vv_from=hp.vv_from, augmented_score=hp.augmented_score,
+            tta_steps=hp.tta_steps, tta_lr=hp.tta_lr, tta_noise_std=hp.tta_noise_std, tta_seed=hp.tta_seed,
+        )  # fmt: skip
 
     @property
-    def learning_type(self) -> LearningType:
-        """ZERO_SHOT: training-free."""
-        return LearningType.ZERO_SHOT
+    def is_trainable(self) -> bool:
+        """Never: training-free (the test-time adapter is fitted per image inside the test step)."""
+        return False
+
+    def configure_optimizers(self) -> None:
+        """Nothing is trained (the test-time adapter has its own optimiser, per batch)."""

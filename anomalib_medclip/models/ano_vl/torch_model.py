@@ -34,52 +34,15 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from anomalib.data import InferenceBatch
-from anomalib.models.components import DynamicBufferMixin
-from torch import nn
 
 from anomalib_medclip.backbones import CLIPBackbone
-from anomalib_medclip.prompts import indefinite_article
+from anomalib_medclip.models.components import PromptedModel
+from anomalib_medclip.prompts import domain_sentences
 
-__all__ = ["AnoVLModel", "augmented_views", "domain_sentences"]
+__all__ = ["AnoVLModel", "augmented_views"]
 
-_NORMAL_STATES = ("normal {}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect",
-                  "{} without damage")  # fmt: skip
-_ANOMALOUS_STATES = ("damaged {}", "abnormal {}", "imperfect {}", "blemished {}", "{} with flaw", "{} with defect",
-                     "{} with damage")  # fmt: skip
-_PATTERNS = (  # {a} {d}: the domain phrase with its article; {{}}: the state phrase
-    *(f"a {quality} {{d}} of {article} {{{{}}}}" for quality, articles in (
-        ("cropped", ("the", "a")), ("close-up", ("a", "the")), ("bright", ("a", "the")), ("dark", ("the", "a")),
-        ("jpeg corrupted", ("a", "the")), ("blurry", ("the", "a"))) for article in articles),
-    "{a} {d} of a {{}}", "{a} {d} of the {{}}", "{a} {d} of a small {{}}", "{a} {d} of the small {{}}",
-    "{a} {d} of a large {{}}", "{a} {d} of the large {{}}", "{a} {d} of the {{}} for visual inspection",
-    "{a} {d} of a {{}} for visual inspection", "{a} {d} of the {{}} for anomaly detection",
-    "{a} {d} of a {{}} for anomaly detection",
-)  # fmt: skip
-OBJECT_DOMAINS = ("industrial photo", "industrial image", "manufacturing image")
-TEXTURE_DOMAINS = ("industrial photo", "textural photo", "surface picture")
-TEXTURES = frozenset({"carpet", "leather", "grid", "tile", "wood"})
 _ROTATIONS = tuple(math.pi * k / 16 for k in (-4, -3, -2, -1, 1, 2, 3, 4))
 _SHIFTS = ((0.2, 0.2), (-0.2, 0.2), (-0.2, -0.2), (0.2, -0.2), (0.1, 0.1), (-0.1, 0.1), (-0.1, -0.1), (0.1, -0.1))
-
-
-def domain_sentences(object_name: str, domains: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
-    """The 462 normal and 462 anomalous sentences (template-major, as the original orders them).
-
-    Args:
-        object_name: what the images show.
-        domains: domain phrases of the templates (``None``: the original's, textures for MVTec's five textures).
-    """
-    if not object_name.strip():
-        msg = "object_name must be a non-empty phrase such as 'brain MRI scan'."
-        raise ValueError(msg)
-    if domains is None:
-        domains = TEXTURE_DOMAINS if object_name in TEXTURES else OBJECT_DOMAINS
-    templates = [pattern.format(a=indefinite_article(d), d=d) for d in domains for pattern in _PATTERNS]
-
-    def expand(states: tuple[str, ...]) -> list[str]:
-        return [template.format(state.format(object_name)) for template in templates for state in states]
-
-    return expand(_NORMAL_STATES), expand(_ANOMALOUS_STATES)
 
 
 def _warp(images: torch.Tensor, theta: Sequence[Sequence[float]]) -> torch.Tensor:
@@ -99,7 +62,7 @@ def augmented_views(images: torch.Tensor) -> torch.Tensor:
     return torch.cat(views)
 
 
-class AnoVLModel(DynamicBufferMixin, nn.Module):
+class AnoVLModel(PromptedModel):
     """Torch model of ``AnoVL``.
 
     Args:
@@ -134,35 +97,29 @@ class AnoVLModel(DynamicBufferMixin, nn.Module):
         self.domains = tuple(domains) if domains is not None else None
         self.augmented_score = augmented_score
         self.tta_steps, self.tta_lr, self.tta_noise_std, self.tta_seed = tta_steps, tta_lr, tta_noise_std, tta_seed
-        self.register_buffer("text_features", torch.empty(0))  # (D, 2): normal, anomalous
-        self.register_buffer("sentence_features", torch.empty(0))  # (924, D), normal sentences first
-        self.object_name: str | None = None
+        self.sentences: tuple[list[str], list[str]] = ([], [])
 
     # ------------------------------------------------------------------ text
-    @property
-    def text_ready(self) -> bool:
-        """Whether ``text_features`` are set."""
-        return self.text_features.numel() > 0
+    def _prepare_text(self, object_name: str) -> None:
+        """The 462 normal and 462 anomalous domain-aware sentences of ``object_name``."""
+        self.sentences = domain_sentences(object_name, self.domains)
 
-    def setup_text(self, object_name: str) -> None:
-        """Encode the domain-aware sentences of ``object_name`` (once; checkpoints keep the result)."""
-        normal, anomalous = domain_sentences(object_name, self.domains)
+    def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """State features ``T`` ``(D, 2)`` and the L2-normalised sentence features ``E`` ``(924, D)``.
+
+        The backbone encodes the sentences once per device and dtype and caches them (raw, not normalised).
+        """
+        self._require_text()
+        normal, anomalous = self.sentences
         raw = self.backbone.encode_fixed_text([*normal, *anomalous], normalize=False)
         groups = (raw[: len(normal)], raw[len(normal) :])
-        self.text_features = torch.stack([F.normalize(group.mean(dim=0), dim=-1) for group in groups], dim=1)
-        self.sentence_features = F.normalize(raw, dim=-1)
-        self.object_name = object_name
-
-    def _text(self) -> torch.Tensor:
-        if not self.text_ready:
-            msg = "Text features are not set: call `setup_text(object_name)` (the Lightning model does it)."
-            raise RuntimeError(msg)
-        return self.text_features
+        text = torch.stack([F.normalize(group.mean(dim=0), dim=-1) for group in groups], dim=1)
+        return text, F.normalize(raw, dim=-1)
 
     # ------------------------------------------------------------------ test-time adaptation
     def tta_init(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Initial adapter weights ``(924, D)`` and bias ``(924,)``: ``nn.Linear``'s default init, seeded."""
-        rows, dim = self.sentence_features.shape
+        rows, dim = sum(map(len, self.sentences)), self.backbone.embed_dim
         generator = torch.Generator().manual_seed(self.tta_seed)
         bound = 1 / math.sqrt(dim)  # kaiming_uniform(a=sqrt(5)) and the bias bound of nn.Linear.reset_parameters
         weight = (torch.rand(rows, dim, generator=generator) * 2 - 1) * bound
@@ -172,7 +129,7 @@ class AnoVLModel(DynamicBufferMixin, nn.Module):
     def tta_noise(self, patches: int) -> list[torch.Tensor]:
         """Noise ``(patches, D)`` of each adaptation step, seeded (the same draws for every image)."""
         generator = torch.Generator().manual_seed(self.tta_seed + 1)
-        shape = (patches, self.sentence_features.shape[1])
+        shape = (patches, self.backbone.embed_dim)
         return [torch.randn(shape, generator=generator) * self.tta_noise_std for _ in range(self.tta_steps)]
 
     @staticmethod
@@ -183,13 +140,18 @@ class AnoVLModel(DynamicBufferMixin, nn.Module):
         affinity = torch.tanh(F.normalize(tokens, dim=-1) @ weight[:, None].transpose(-1, -2) + bias[:, None, None])
         return 0.5 * tokens + 0.5 * affinity @ sentences
 
-    def adapt(self, features: torch.Tensor) -> torch.Tensor:
-        """Adapted map features ``(B, P, D)`` after ``tta_steps`` AdamW steps on each image's own tokens."""
-        text = self._text()
+    def adapt(self, features: torch.Tensor, text: torch.Tensor, sentences: torch.Tensor) -> torch.Tensor:
+        """Adapted map features ``(B, P, D)`` after ``tta_steps`` AdamW steps on each image's own tokens.
+
+        Args:
+            features: map features ``(B, P, D)``.
+            text: state features ``T`` ``(D, 2)``.
+            sentences: L2-normalised sentence features ``E`` ``(924, D)``.
+        """
         with torch.inference_mode(False), torch.enable_grad():  # also inside anomalib's inference-mode test loop
             # clones: tensors made under inference mode cannot take part in autograd
             features, text = features.detach().float().clone(), text.float().clone()
-            sentences = self.sentence_features.float().clone()
+            sentences = sentences.float().clone()
             weight, bias = (p.to(features.device) for p in self.tta_init())
             weight = weight.expand(len(features), -1, -1).clone().requires_grad_(True)
             bias = bias.expand(len(features), -1).clone().requires_grad_(True)
@@ -209,7 +171,7 @@ class AnoVLModel(DynamicBufferMixin, nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Image scores ``(B,)`` and anomaly maps ``(B, 1, S, S)``."""
-        text = self._text()
+        text, sentences = self.text_features()
         depth = self.backbone.visual_depth
         with torch.no_grad():
             vv_layers = range(self.vv_from, depth + 1)
@@ -223,7 +185,7 @@ class AnoVLModel(DynamicBufferMixin, nn.Module):
         with torch.autocast(images.device.type, enabled=False):
             text = text.float()
             pred_score = torch.stack([(F.normalize(p.float(), dim=-1) @ text).softmax(dim=-1)[:, 1] for p in pooled])
-            features = self.adapt(features) if self.tta_steps else features.float()
+            features = self.adapt(features, text, sentences) if self.tta_steps else features.float()
             probs = (F.normalize(features, dim=-1) @ text).softmax(dim=-1)[..., 1]
             grid = round(probs.shape[1] ** 0.5)
             probs = F.pad(probs.reshape(-1, 1, grid, grid), (1, 1, 1, 1), mode="replicate")

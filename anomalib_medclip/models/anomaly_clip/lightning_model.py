@@ -28,10 +28,11 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, PosEmbedMode
+from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
 from anomalib_medclip.models.anomaly_clip.torch_model import AnomalyCLIPModel
 from anomalib_medclip.models.components import MedCLIPModuleMixin
 from anomalib_medclip.models.components.losses import MapLoss
+from anomalib_medclip.volumes import VolumeEvaluator
 
 __all__ = ["AnomalyCLIP"]
 
@@ -46,7 +47,6 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
         activation: ``"auto"`` (QuickGELU for OpenAI weights, as the original), ``"gelu"`` or ``"quick_gelu"``.
         pos_embed_mode: positional-embedding resize kernel (the original: bilinear).
         seed: seed of a random backbone and of the prompts' initialisation.
-        object_name: unused by the prompts (they are object-agnostic); kept for the common model interface.
         n_ctx, deep_length, deep_depth: prompt shape (12 context words; 4 deep tokens into text layers 2..9).
         map_layers: layers of the map (``None`` = the last, as the released checkpoints were trained).
         vv_from: first layer of the value-value path (``None`` = a quarter of the tower: 6 of 24).
@@ -56,6 +56,9 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
         lr: Adam learning rate of the prompts.
         map_loss_weight: weight of the map losses (4, the original's ``lam``).
         pre_processor, post_processor, evaluator, visualizer: anomalib components.
+        volume_evaluator: the 3D evaluation of volumes (``True`` = default settings, ``False`` = off).
+
+    The prompts are object-agnostic ("object" / "damaged object", as the original), so there is no ``object_name``.
     """
 
     def __init__(
@@ -66,7 +69,6 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
         activation: Activation = "auto",
         pos_embed_mode: PosEmbedMode = "bilinear",
         seed: int = 0,
-        object_name: str | None = None,
         n_ctx: int = 12,
         deep_length: int = 4,
         deep_depth: int = 9,
@@ -81,24 +83,29 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
+        volume_evaluator: VolumeEvaluator | bool = True,
     ) -> None:
-        clip, components = self.build_backbone(
-            {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator,
-             "visualizer": visualizer},
-            name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
-            pos_embed_mode=pos_embed_mode, seed=seed,
+        super().__init__(
+            backbone=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
+            pos_embed_mode=pos_embed_mode, seed=seed, pre_processor=pre_processor, post_processor=post_processor,
+            evaluator=evaluator, visualizer=visualizer, volume_evaluator=volume_evaluator,
         )  # fmt: skip
-        super().__init__(**components)
-        with torch.random.fork_rng(devices=[]):  # the prompts' initialisation is part of the model's identity
-            torch.manual_seed(seed)
-            self.model = AnomalyCLIPModel(
-                clip, n_ctx=n_ctx, deep_length=deep_length, deep_depth=deep_depth, map_layers=map_layers,
-                vv_from=vv_from, smoothing_sigma=smoothing_sigma, fp16_prompt_rounding=fp16_prompt_rounding,
-            )  # fmt: skip
         if official_checkpoint is not None:
             self.model.load_official_checkpoint(official_checkpoint)
-        self.object_name = object_name
         self.map_loss = MapLoss.reference(normal_dice=True)
+
+    def build_model(self, backbone: CLIPBackbone) -> AnomalyCLIPModel:
+        """Object-agnostic prompts (initialised from ``seed``) and the V-V path on the frozen backbone."""
+        hp = self.hparams
+        return AnomalyCLIPModel(
+            backbone, n_ctx=hp.n_ctx, deep_length=hp.deep_length, deep_depth=hp.deep_depth, map_layers=hp.map_layers,
+            vv_from=hp.vv_from, smoothing_sigma=hp.smoothing_sigma, fp16_prompt_rounding=hp.fp16_prompt_rounding,
+        )  # fmt: skip
+
+    @property
+    def is_trainable(self) -> bool:
+        """Unless the original's released prompts are loaded (``official_checkpoint``): then zero-shot."""
+        return self.hparams.official_checkpoint is None
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Image cross-entropy plus the weighted map losses (image term only for batches without masks)."""
@@ -112,6 +119,6 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         """Adam over the prompts (betas of the original); nothing to train with an official checkpoint."""
-        if self.hparams.official_checkpoint is not None:
+        if not self.is_trainable:
             return None
         return torch.optim.Adam(self.learnable_parameters(), lr=self.hparams.lr, betas=(0.5, 0.999))

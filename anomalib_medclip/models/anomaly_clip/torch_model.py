@@ -31,10 +31,11 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from anomalib_medclip.backbones import CLIPBackbone
-from anomalib_medclip.models.components import GaussianSmoothing, upsample_patch_values
+from anomalib_medclip.models.components import GaussianSmoothing, PromptedModel, upsample_patch_values
 from anomalib_medclip.models.components.official import check_state, read_official_state, save_official_state
+from anomalib_medclip.prompts import AGNOSTIC_OBJECT, prompt_sentences
 
-__all__ = ["OFFICIAL_KEY", "TEMPERATURE", "AnomalyCLIPModel", "prompt_sentences"]
+__all__ = ["OFFICIAL_KEY", "TEMPERATURE", "AnomalyCLIPModel"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +45,7 @@ _UNUSED_KEYS = "compound_prompt_projections."  # built and saved by the original
 _UNUSED_WIDTH = 896
 
 
-def prompt_sentences(n_ctx: int) -> tuple[str, str]:
-    """The original's two object-agnostic sentences with ``n_ctx`` placeholder words."""
-    context = " ".join(["X"] * n_ctx)
-    return f"{context} object.", f"{context} damaged object."
-
-
-class AnomalyCLIPModel(nn.Module):
+class AnomalyCLIPModel(PromptedModel):
     """Torch model of ``AnomalyCLIP``.
 
     Args:
@@ -63,6 +58,8 @@ class AnomalyCLIPModel(nn.Module):
         smoothing_sigma: Gaussian sigma of the map (4).
         fp16_prompt_rounding: round the deep text tokens to fp16, as the original does.
     """
+
+    object_agnostic = True
 
     def __init__(
         self,
@@ -101,8 +98,20 @@ class AnomalyCLIPModel(nn.Module):
             nn.Parameter(torch.empty(deep_length, width).normal_(std=0.02)) for _ in range(deep_depth - 1)
         )
         self.smoothing = GaussianSmoothing(smoothing_sigma)
-        self.register_buffer("tokens", backbone.tokenize(prompt_sentences(n_ctx)).cpu(), persistent=False)
+        self.register_buffer("tokens", torch.empty(0, dtype=torch.long), persistent=False)
         self._eval_text: torch.Tensor | None = None
+        self.setup_text(AGNOSTIC_OBJECT)
+
+    def _prepare_text(self, object_name: str) -> None:
+        """Tokenise the two object-agnostic sentences; their phrase is always ``"object"``, as in the original."""
+        if object_name != AGNOSTIC_OBJECT:
+            msg = (
+                f"AnomalyCLIP's prompts are object-agnostic: their phrase is always '{AGNOSTIC_OBJECT}', so "
+                f"object_name={object_name!r} cannot be used."
+            )
+            raise ValueError(msg)
+        self.tokens = self.backbone.tokenize(prompt_sentences(self.n_ctx))
+        self._eval_text = None
 
     def train(self, mode: bool = True) -> AnomalyCLIPModel:
         """Forget the evaluation-time text features: the prompts change while training."""

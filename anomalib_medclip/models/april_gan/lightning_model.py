@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import open_clip
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
@@ -35,11 +34,11 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, PosEmbedMode, config_activation
+from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode, config_activation, native_image_size
 from anomalib_medclip.models.april_gan.torch_model import AprilGANModel
-from anomalib_medclip.models.components import ObjectPromptMixin
+from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
 from anomalib_medclip.models.components.losses import MapLoss
-from anomalib_medclip.models.vanilla_clip.torch_model import default_map_layers
+from anomalib_medclip.volumes import VolumeEvaluator
 
 __all__ = ["VAND", "AprilGAN", "original_activation"]
 
@@ -55,12 +54,11 @@ def original_activation(backbone: str, pretrained: str | Path | None, image_size
     """
     activation = config_activation(backbone)
     if activation != "auto" and str(pretrained).lower() == "openai":
-        native = open_clip.get_model_config(backbone)["vision_cfg"]["image_size"]
-        return "quick_gelu" if image_size in {None, native} else activation
+        return "quick_gelu" if image_size in {None, native_image_size(backbone)} else activation
     return activation
 
 
-class AprilGAN(ObjectPromptMixin, AnomalibModule):
+class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
     """APRIL-GAN / VAND zero- and few-shot anomaly detection and segmentation.
 
     Args:
@@ -81,6 +79,7 @@ class AprilGAN(ObjectPromptMixin, AnomalibModule):
         official_checkpoint: the original's adapter file; given, the model is not trained.
         lr: Adam learning rate of the adapters.
         pre_processor, post_processor, evaluator, visualizer: anomalib components.
+        volume_evaluator: the 3D evaluation of volumes (``True`` = default settings, ``False`` = off).
     """
 
     def __init__(
@@ -104,32 +103,49 @@ class AprilGAN(ObjectPromptMixin, AnomalibModule):
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
+        volume_evaluator: VolumeEvaluator | bool = True,
     ) -> None:
         if k_shot < 0:
             msg = f"k_shot must be >= 0, got {k_shot}."
             raise ValueError(msg)
         if activation == "original":
             activation = original_activation(backbone, pretrained, image_size)
-        clip, components = self.build_backbone(
-            {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator,
-             "visualizer": visualizer},
-            name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
-            pos_embed_mode=pos_embed_mode, seed=seed,
+        super().__init__(
+            backbone=backbone, pretrained=pretrained, image_size=image_size, pos_embed_mode=pos_embed_mode, seed=seed,
+            activation=activation,
+            pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer,
+            volume_evaluator=volume_evaluator,
         )  # fmt: skip
-        super().__init__(**components)
-        layers = tuple(layers) if layers is not None else default_map_layers(clip.visual_depth)
-        with torch.random.fork_rng(devices=[]):  # the adapters' initialisation is part of the model's identity
-            torch.manual_seed(seed)
-            self.model = AprilGANModel(clip, layers, few_shot_layers, smoothing_sigma=smoothing_sigma)
         if official_checkpoint is not None:
             self.model.load_official_checkpoint(official_checkpoint)
         self.object_name = object_name
         self.map_loss = MapLoss.reference(normal_dice=False)
 
-    # ------------------------------------------------------------------ set-up
-    def prepare(self) -> None:
-        """Text features (once; a checkpoint restores them), then the memory bank when ``k_shot > 0``."""
-        super().prepare()
+    def build_model(self, backbone: CLIPBackbone) -> AprilGANModel:
+        """Linear adapters on the tapped layers (initialised from ``seed``), the memory bank's layers."""
+        layers = self.hparams.layers
+        return AprilGANModel(
+            backbone,
+            tuple(layers) if layers is not None else quarter_layers(backbone.visual_depth),
+            self.hparams.few_shot_layers,
+            smoothing_sigma=self.hparams.smoothing_sigma,
+        )
+
+    @property
+    def is_trainable(self) -> bool:
+        """Unless the original's released adapters are loaded (``official_checkpoint``): then zero- or few-shot."""
+        return self.hparams.official_checkpoint is None
+
+    @property
+    def learning_type(self) -> LearningType:
+        """ONE_CLASS (= trainable, so anomalib calls ``fit``) without an official checkpoint; else zero/few-shot."""
+        if self.is_trainable:
+            return LearningType.ONE_CLASS
+        return LearningType.FEW_SHOT if self.hparams.k_shot else LearningType.ZERO_SHOT
+
+    # ------------------------------------------------------------------ few-shot set-up
+    def prepare_few_shot(self) -> None:
+        """With ``k_shot > 0``: the memory bank of the reference images (once; a checkpoint restores it)."""
         if self.hparams.k_shot and not self.model.few_shot:
             self.model.setup_memory(self.reference_images())
 
@@ -154,8 +170,12 @@ class AprilGAN(ObjectPromptMixin, AnomalibModule):
         images = [self._transform(dataset[int(index)].image.unsqueeze(0).to(self.device)) for index in chosen]
         return torch.cat(images)
 
-    def _calibrate_image_score(self, loaders: Iterable | torch.utils.data.DataLoader) -> None:
-        """Min and max of the per-image max map over the validation split (the few-shot score fusion)."""
+    def calibrate_score_fusion(self, loaders: Iterable | torch.utils.data.DataLoader) -> None:
+        """Set the few-shot score fusion's range: min and max of the per-image max map over ``loaders``.
+
+        Runs as an extra pass over the validation split at the start of each validation (logged), because the
+        thresholds anomalib learns in that validation must see the fused scores.
+        """
         loaders = [loaders] if isinstance(loaders, torch.utils.data.DataLoader) else list(loaders)
         self.model.score_range = torch.empty(0, device=self.device)  # unfused while calibrating
         maxima = []
@@ -165,18 +185,25 @@ class AprilGAN(ObjectPromptMixin, AnomalibModule):
                     images = self._transform(batch.image.to(self.device))
                     maxima.append(self.model(images).anomaly_map.amax(dim=(1, 2, 3)))
         self.model.set_score_range(torch.cat(maxima))
+        logger.info(
+            "AprilGAN few-shot: score-fusion range from %d validation images (extra pass).", sum(map(len, maxima))
+        )
 
     def on_validation_start(self) -> None:
-        """Set-up, then the score-fusion range on the validation split (the adapters may have changed)."""
-        super().on_validation_start()
+        """Memory bank, then the score-fusion range on the validation split (the adapters may have changed)."""
+        self.prepare_few_shot()
         if self.hparams.k_shot and self.hparams.fuse_image_score:
-            self._calibrate_image_score(self.trainer.val_dataloaders)
+            self.calibrate_score_fusion(self.trainer.val_dataloaders)
 
     def on_test_start(self) -> None:
-        """Set-up (unless restored from the checkpoint); warn when the few-shot score fusion has no range."""
-        super().on_test_start()
+        """Memory bank (unless restored from the checkpoint); warn when the score fusion has no range."""
+        self.prepare_few_shot()
         if self.hparams.k_shot and self.hparams.fuse_image_score and not self.model.score_range.numel():
             logger.warning("No validation range for the few-shot score fusion: image scores are zero-shot only.")
+
+    def on_predict_start(self) -> None:
+        """Memory bank (unless restored from the checkpoint)."""
+        self.prepare_few_shot()
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -192,16 +219,9 @@ class AprilGAN(ObjectPromptMixin, AnomalibModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         """Adam over the adapters only (betas of the original); nothing to train with an official checkpoint."""
-        if self.hparams.official_checkpoint is not None:
+        if not self.is_trainable:
             return None
         return torch.optim.Adam(self.model.fc.parameters(), lr=self.hparams.lr, betas=(0.5, 0.999))
-
-    @property
-    def learning_type(self) -> LearningType:
-        """ONE_CLASS (= trainable, so anomalib calls ``fit``) without an official checkpoint; else zero/few-shot."""
-        if self.hparams.official_checkpoint is None:
-            return LearningType.ONE_CLASS
-        return LearningType.FEW_SHOT if self.hparams.k_shot else LearningType.ZERO_SHOT
 
 
 class VAND(AprilGAN, AnomalibModule):

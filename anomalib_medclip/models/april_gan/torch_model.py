@@ -4,7 +4,7 @@
 
 - Text: 7 normal and 5 abnormal state phrases of the object, each in 35 templates (245 + 175 sentences); the
   L2-normalised sentence features are averaged per state group and normalised again, giving ``T`` ``(D, 2)``. They
-  are computed once per object phrase, in one batch truncated at the longest end-of-text token, and kept as a buffer.
+  are encoded once per device by the shared backbone (cached), in groups truncated at their end-of-text token.
 - Image score: ``softmax(100 * norm(pooled) @ T)[abnormal]``.
 - Map: for each tapped layer ``l``, a trainable ``Linear(Dv, D)`` maps the raw patch tokens (block output, CLS
   dropped, no ``ln_post``/``proj``) into the joint space; ``100 * norm(.) @ T`` gives two logits per patch, which are
@@ -30,64 +30,17 @@ from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 
 from anomalib_medclip.backbones import CLIPBackbone
-from anomalib_medclip.models.components import GaussianSmoothing, upsample_patch_values
+from anomalib_medclip.models.components import GaussianSmoothing, PromptedModel, upsample_patch_values
 from anomalib_medclip.models.components.official import check_state, read_official_state, save_official_state
+from anomalib_medclip.prompts import ensemble_sentences
 
-__all__ = ["OFFICIAL_KEY", "AprilGANModel", "encode_prompt_ensemble", "ensemble_sentences"]
+__all__ = ["OFFICIAL_KEY", "AprilGANModel"]
 
 OFFICIAL_KEY = "trainable_linearlayer"
 LOGIT_SCALE = 100.0  # fixed in the original, not CLIP's learned temperature
-# text features per (backbone fingerprint, architecture, object phrase): models rebuilt in one process skip the text
-_TEXT_CACHE: dict[tuple[str, str, str], torch.Tensor] = {}
-
-_QUALITIES = (
-    "bad", "low resolution", "cropped", "bright", "dark", "close-up", "black and white", "jpeg corrupted",
-    "blurry", "good",
-)  # fmt: skip
-_TEMPLATES: tuple[str, ...] = (
-    *(f"a {quality} photo of {article} {{}}." for quality in _QUALITIES for article in ("a", "the")),
-    *(f"a photo of {determiner} {{}}." for determiner in ("a", "the", "my", "one")),
-    *(f"a photo of {article} {size} {{}}." for article in ("a", "the") for size in ("cool", "large", "small")),
-    *(f"there is {article} {{}} in the scene." for article in ("a", "the")),
-    *(f"this is {determiner} {{}} in the scene." for determiner in ("a", "the", "one")),
-)
-_NORMAL_STATES = (
-    "{}",
-    *(f"{word} {{}}" for word in ("flawless", "perfect", "unblemished")),
-    *(f"{{}} without {word}" for word in ("flaw", "defect", "damage")),
-)
-_ABNORMAL_STATES = (
-    *(f"{word} {{}}" for word in ("damaged", "broken")),
-    *(f"{{}} with {word}" for word in ("flaw", "defect", "damage")),
-)
 
 
-def ensemble_sentences(object_name: str) -> tuple[list[str], list[str]]:
-    """The 245 normal and 175 abnormal sentences of the APRIL-GAN prompt ensemble for ``object_name``."""
-    if not object_name.strip():
-        msg = "object_name must be a non-empty phrase such as 'brain MRI scan'."
-        raise ValueError(msg)
-
-    def expand(states: tuple[str, ...]) -> list[str]:
-        return [template.format(state.format(object_name)) for state in states for template in _TEMPLATES]
-
-    return expand(_NORMAL_STATES), expand(_ABNORMAL_STATES)
-
-
-@torch.no_grad()
-def encode_prompt_ensemble(backbone: CLIPBackbone, object_name: str) -> torch.Tensor:
-    """Normal and abnormal text features ``(D, 2)`` of the prompt ensemble.
-
-    The 420 sentences are encoded by the backbone in groups of equal length, each truncated at its end-of-text token
-    (exact under CLIP's causal mask, and about 7x fewer token positions than 77-token sequences).
-    """
-    normal, abnormal = ensemble_sentences(object_name)
-    features = backbone.encode_fixed_text([*normal, *abnormal], normalize=True)
-    groups = (features[: len(normal)], features[len(normal) :])
-    return torch.stack([F.normalize(group.mean(dim=0), dim=-1) for group in groups], dim=1)
-
-
-class AprilGANModel(DynamicBufferMixin, nn.Module):
+class AprilGANModel(DynamicBufferMixin, PromptedModel):
     """Torch model of ``AprilGAN``.
 
     Args:
@@ -113,20 +66,27 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
             raise ValueError(msg)
         self.fc = nn.ModuleList(nn.Linear(backbone.visual_width, backbone.embed_dim) for _ in self.layers)
         self.smoothing = GaussianSmoothing(smoothing_sigma)
-        self.register_buffer("text_features", torch.empty(0))  # (D, 2): normal, abnormal
+        self.sentences: tuple[list[str], list[str]] = ([], [])
         self.register_buffer("memory_bank", torch.empty(0))  # (len(few_shot_layers), k * P, Dv)
         self.register_buffer("score_range", torch.empty(0))  # (2,): min and max of the max map (validation)
-        self.object_name: str | None = None
 
     # ------------------------------------------------------------------ set-up
-    def setup_text(self, object_name: str) -> None:
-        """Set ``text_features`` ``(D, 2)`` to the prompt ensemble of ``object_name`` (cached per backbone weights)."""
-        key = (self.backbone.fingerprint, self.backbone.info.name, object_name)
-        if key not in _TEXT_CACHE:
-            _TEXT_CACHE[key] = encode_prompt_ensemble(self.backbone, object_name).cpu()
-        scale = self.backbone.clip.logit_scale
-        self.text_features = _TEXT_CACHE[key].to(device=scale.device, dtype=scale.dtype)
-        self.object_name = object_name
+    def _prepare_text(self, object_name: str) -> None:
+        """The 245 normal and 175 abnormal sentences of the ensemble for ``object_name``."""
+        self.sentences = ensemble_sentences(object_name)
+
+    def text_features(self) -> torch.Tensor:
+        """Normal and abnormal text features ``(D, 2)`` of the prompt ensemble.
+
+        The backbone encodes the 420 sentences once per device and dtype (in groups of equal length, each truncated
+        at its end-of-text token: exact under CLIP's causal mask, about 7x fewer token positions than 77-token
+        sequences) and caches them; each state's L2-normalised features are averaged and normalised again.
+        """
+        self._require_text()
+        normal, abnormal = self.sentences
+        features = self.backbone.encode_fixed_text([*normal, *abnormal], normalize=True)
+        groups = (features[: len(normal)], features[len(normal) :])
+        return torch.stack([F.normalize(group.mean(dim=0), dim=-1) for group in groups], dim=1)
 
     @torch.no_grad()
     def setup_memory(self, reference_images: torch.Tensor) -> None:
@@ -141,11 +101,6 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
             msg = f"Cannot normalise the max map: all {max_maps.numel()} calibration images give {float(high):.6g}."
             raise ValueError(msg)
         self.score_range = torch.stack([low, high]).to(self.score_range.device)
-
-    @property
-    def text_ready(self) -> bool:
-        """Whether ``text_features`` are set."""
-        return self.text_features.numel() > 0
 
     @property
     def few_shot(self) -> bool:
@@ -165,12 +120,6 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
         return save_official_state({f"fc.{k}": v for k, v in self.fc.state_dict().items()}, path, key=OFFICIAL_KEY)
 
     # ------------------------------------------------------------------ forward
-    def _text(self) -> torch.Tensor:
-        if self.text_features.numel() == 0:
-            msg = "Text features are not set: call `setup_text(object_name)` (the Lightning model does it in `setup`)."
-            raise RuntimeError(msg)
-        return self.text_features
-
     def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         layers = sorted({*self.layers, *(self.few_shot_layers if self.few_shot else ())})
         features = self.backbone.encode_image(images, out_layers=layers)
@@ -178,7 +127,7 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
 
     def layer_probabilities(self, tokens: Mapping[int, torch.Tensor], size: int) -> list[torch.Tensor]:
         """Per adapter layer, normal/abnormal probabilities ``(B, 2, size, size)`` (the training output)."""
-        text = self._text()
+        text = self.text_features()
         probs = []
         for layer, linear in zip(self.layers, self.fc, strict=True):
             logits = LOGIT_SCALE * F.normalize(linear(tokens[layer]), dim=-1) @ text
@@ -210,7 +159,9 @@ class AprilGANModel(DynamicBufferMixin, nn.Module):
         pooled, tokens = self._encode(images)
         with torch.autocast(images.device.type, enabled=False):  # the light head in float32 under mixed precision
             pooled, tokens = pooled.float(), {layer: t.float() for layer, t in tokens.items()}
-            pred_score = (LOGIT_SCALE * F.normalize(pooled, dim=-1) @ self._text().float()).softmax(dim=-1)[:, 1]
+            pred_score = (LOGIT_SCALE * F.normalize(pooled, dim=-1) @ self.text_features().float()).softmax(dim=-1)[
+                :, 1
+            ]
             size = images.shape[-1]
             probs = self.layer_probabilities(tokens, size)
             anomaly_map = torch.stack([p[:, 1] for p in probs]).sum(dim=0).unsqueeze(1)

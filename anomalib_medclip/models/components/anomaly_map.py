@@ -17,7 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GaussianSmoothing", "layer_maps_to_image", "upsample_patch_values"]
+__all__ = ["GaussianSmoothing", "layer_maps_to_image", "quarter_layers", "upsample_patch_values"]
+
+
+def quarter_layers(depth: int) -> tuple[int, ...]:
+    """Layers at the quarters of a tower, the methods' default taps: (3, 6, 9, 12) for ViT-B, (6, 12, 18, 24) for ViT-L.
+
+    Example:
+        >>> quarter_layers(12), quarter_layers(24)
+        ((3, 6, 9, 12), (6, 12, 18, 24))
+    """
+    return tuple(depth * k // 4 for k in range(1, 5))
 
 
 def layer_maps_to_image(patch_scores: Sequence[torch.Tensor], image_size: int) -> torch.Tensor:

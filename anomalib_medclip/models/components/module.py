@@ -1,37 +1,48 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""What every CLIP model of the package shares on the Lightning side.
+"""The contract every Lightning model of the package follows: :class:`MedCLIPModuleMixin`.
 
-- :meth:`MedCLIPModuleMixin.clip_pre_processor`: resize to the backbone's input size and normalise with the
-  statistics of its weights (read from open_clip's preprocess config, not from literals).
-- the object phrase of the prompts: the model's ``object_name`` if given, else the datamodule's ``object_name``
-  (e.g. ``"brain MRI scan"`` for BraTS), else ``"object"`` with a warning.
-- a default ``PostProcessor`` whatever the learning type (anomalib only gives one to ONE_CLASS models).
-- a visualiser that also handles slices of volumes (:class:`SliceVisualizer`), and the 3D evaluation of volumes
-  (:class:`VolumeEvaluator`: NIfTI maps, per-volume metrics, reports).
-- slim checkpoints (:class:`SlimCheckpointMixin`).
-- the validation step (predict; anomalib learns thresholds and normalisation from it) and no sanity validation.
+A model is ``class X(MedCLIPModuleMixin, AnomalibModule)`` (a *direct* ``AnomalibModule`` subclass, which anomalib's
+``get_model`` requires). It lists its own constructor arguments (their defaults are the method's, and the stock CLI
+shows them), passes the shared ones to ``super().__init__`` and implements :meth:`MedCLIPModuleMixin.build_model`.
+The mixin does the rest, the same way for every model:
 
-Models subclass ``(MedCLIPModuleMixin, AnomalibModule)`` so that they stay direct ``AnomalibModule`` subclasses,
-which anomalib's ``get_model`` requires.
+- builds the shared :class:`~anomalib_medclip.backbones.CLIPBackbone` and a pre-processor for it (resize, the
+  normalisation of its weights), then the torch model through ``build_model`` under the model's ``seed``, so that
+  the initialisation of its learnable parts is part of its identity;
+- the text lifecycle (:class:`~anomalib_medclip.models.components.text.PromptedModel`): Lightning's ``setup`` hook
+  sets up the prompts for every stage (fit, validate, test, predict) with the object phrase of the model's
+  ``object_name``, else the datamodule's, else ``"object"`` (warned); checkpoints record the phrase and the model
+  class, and loading one restores the phrase, so ``Model.load_from_checkpoint(path)`` then ``model(images)`` works
+  outside any Lightning stage;
+- the 3D evaluation of volumes as a constructor component, ``volume_evaluator`` (like anomalib's ``evaluator``);
+- a ``PostProcessor`` whatever the learning type, the slice-aware visualiser, the validation step, slim
+  checkpoints (:class:`~anomalib_medclip.models.components.SlimCheckpointMixin`) and :meth:`describe` for reports.
+
+``docs/adding-a-model.md`` walks through it with ``VanillaCLIP``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
+from anomalib.metrics import Evaluator
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
 from torch import nn
 from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
 
-from anomalib_medclip.backbones import CLIPBackbone
+from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
 from anomalib_medclip.models.components.checkpoint import SlimCheckpointMixin
+from anomalib_medclip.models.components.text import PromptedModel
 from anomalib_medclip.prompts import DEFAULT_OBJECT
 from anomalib_medclip.visualization import SliceVisualizer
 from anomalib_medclip.volumes import VolumeEvaluator
@@ -40,29 +51,92 @@ __all__ = ["MedCLIPModuleMixin"]
 
 logger = logging.getLogger(__name__)
 
+_MODEL_KEY = "anomalib_medclip_model"
 
-class MedCLIPModuleMixin(SlimCheckpointMixin):
-    """Shared Lightning-side behaviour of the package's CLIP models."""
 
-    @classmethod
-    def build_backbone(cls, components: dict[str, Any], **backbone_args: Any) -> tuple[CLIPBackbone, dict[str, Any]]:
-        """Build the shared CLIP backbone and the anomalib components to initialise the model with.
+def _volume_evaluator(value: VolumeEvaluator | Mapping[str, Any] | bool) -> VolumeEvaluator | None:
+    """The callback for a ``volume_evaluator`` argument: an instance, settings (from a checkpoint), on or off."""
+    if isinstance(value, VolumeEvaluator):
+        return value
+    if isinstance(value, Mapping):
+        return VolumeEvaluator(**value)
+    if value is True:
+        return VolumeEvaluator()
+    if value is False:
+        return None
+    msg = f"volume_evaluator must be a VolumeEvaluator, its settings (a mapping), True or False; got {value!r}."
+    raise TypeError(msg)
 
-        The backbone must exist before ``AnomalibModule.__init__`` because the pre-processor (input size,
-        normalisation) depends on it and anomalib builds its components inside ``__init__``. The model then calls
-        ``super().__init__(**components)`` itself: Lightning's ``save_hyperparameters`` reads the init arguments
-        from the frame of the model's own ``__init__``.
 
-        Args:
-            components: ``pre_processor``, ``post_processor``, ``evaluator``, ``visualizer`` as given to the model.
-            **backbone_args: ``name``, ``pretrained`` and keyword arguments of :class:`CLIPBackbone`.
+class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
+    """Shared Lightning-side behaviour of the package's CLIP models (see the module docstring).
 
-        Returns:
-            The backbone and the components, with the pre-processor made for the backbone.
-        """
-        clip = CLIPBackbone(**backbone_args)
-        return clip, {**components, "pre_processor": cls.clip_pre_processor(clip, components["pre_processor"])}
+    Args:
+        backbone: open_clip architecture or ``hf-hub:`` id.
+        pretrained: open_clip tag, local weights file, or ``None`` for seeded random weights (tests, offline demos).
+        image_size: input size; ``None`` keeps the backbone's native size.
+        activation: ``"auto"`` (what the weights were trained with), ``"gelu"`` or ``"quick_gelu"``.
+        pos_embed_mode: positional-embedding resize kernel for a non-native ``image_size``.
+        seed: seed of a random backbone and of the initialisation of the model's learnable parts.
+        pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` = defaults).
+        volume_evaluator: the 3D evaluation of volumetric test sets: a :class:`VolumeEvaluator` (on the CLI,
+            ``--model.volume_evaluator.hd95 true`` etc.), ``True`` for the default one (or, when a checkpoint is
+            loaded, the settings stored in it), ``False`` to switch it off.
+    """
 
+    model: PromptedModel
+    """The torch model, built by :meth:`build_model`."""
+    object_name: str | None = None
+    """Object phrase the user gave (``None``: the datamodule's). Models whose prompts name the object set it."""
+    map_loss: nn.Module
+    """Loss of one layer's two-class map against the masks (set by models that train maps)."""
+    clip_params: list[nn.Parameter]
+    """CLIP parameters the model unfroze for training (``[]``: the backbone is frozen)."""
+    volume_evaluator: VolumeEvaluator | None
+    """The 3D evaluation callback (``None``: off)."""
+
+    def __init__(
+        self,
+        *,
+        backbone: str,
+        pretrained: str | Path | None,
+        image_size: int | None,
+        activation: Activation,
+        pos_embed_mode: PosEmbedMode,
+        seed: int,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+        volume_evaluator: VolumeEvaluator | bool = True,
+    ) -> None:
+        clip = CLIPBackbone(
+            backbone, pretrained, image_size=image_size, activation=activation, pos_embed_mode=pos_embed_mode, seed=seed
+        )
+        super().__init__(
+            pre_processor=self.clip_pre_processor(clip, pre_processor),
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.clip_params = []
+        self._volume_evaluator_given = volume_evaluator is not True
+        self.volume_evaluator = _volume_evaluator(volume_evaluator)
+        self._store_volume_settings()
+        with torch.random.fork_rng(devices=[]):  # the learnable parts' initialisation is part of the identity
+            torch.manual_seed(seed)
+            self.model = self.build_model(clip)
+
+    @abstractmethod
+    def build_model(self, backbone: CLIPBackbone) -> PromptedModel:
+        """The torch model on ``backbone``, from the model's settings (``self.hparams``); called under its seed."""
+
+    @property
+    @abstractmethod
+    def is_trainable(self) -> bool:
+        """Whether ``anomalib train`` trains something (else it only validates, to learn thresholds, and tests)."""
+
+    # ------------------------------------------------------------------ anomalib components
     @staticmethod
     def clip_pre_processor(backbone: CLIPBackbone, pre_processor: nn.Module | bool = True) -> nn.Module | bool:
         """Resize + normalise for ``backbone`` when ``pre_processor`` is ``True``; otherwise pass it through."""
@@ -89,25 +163,30 @@ class MedCLIPModuleMixin(SlimCheckpointMixin):
 
     def configure_callbacks(self) -> list[Any]:
         """Anomalib's components, then the 3D evaluation (it must see post-processed batches; 2D data passes by)."""
-        return [*super().configure_callbacks(), VolumeEvaluator()]
+        volume = [self.volume_evaluator] if self.volume_evaluator is not None else []
+        return [*super().configure_callbacks(), *volume]
 
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """Predict on the validation batch (thresholds and normalisation are learnt from it)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
+    def _store_volume_settings(self) -> None:
+        """Keep the 3D evaluation's settings (not the callback object) in the hyper-parameters and checkpoints."""
+        settings = dict(self.volume_evaluator.settings) if self.volume_evaluator is not None else False
+        for store in (self.hparams, getattr(self, "_hparams_initial", {})):
+            store["volume_evaluator"] = settings
+
+    # ------------------------------------------------------------------ learning
+    @property
+    def learning_type(self) -> LearningType:
+        """ONE_CLASS when trainable (the only type anomalib calls ``fit`` for: here it means "trains"), else ZERO_SHOT."""
+        return LearningType.ONE_CLASS if self.is_trainable else LearningType.ZERO_SHOT
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
         """No sanity validation (it would learn thresholds before training); epochs stay the user's choice."""
         return {"num_sanity_val_steps": 0}
 
-    @property
-    def learning_type(self) -> LearningType:
-        """ONE_CLASS (= trainable, so anomalib calls ``fit``); ZERO_SHOT with the original's ``official_checkpoint``.
-
-        anomalib only fits ONE_CLASS models; models with other rules (zero-/few-shot modes) override this.
-        """
-        return LearningType.ZERO_SHOT if self.hparams.get("official_checkpoint") else LearningType.ONE_CLASS
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
+        """Predict on the validation batch (thresholds and normalisation are learnt from it)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
 
     def learnable_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters of the torch model outside the frozen backbone (the method's own parts)."""
@@ -119,6 +198,9 @@ class MedCLIPModuleMixin(SlimCheckpointMixin):
         The reference methods train the map on masks and the image score on labels; classification-only data (BMAD's
         Chest, OCT2017, Histopathology) then trains the image term only.
         """
+        if getattr(self, "map_loss", None) is None:
+            msg = f"{type(self).__name__} sets no map_loss, so it cannot train maps."
+            raise NotImplementedError(msg)
         if batch.gt_mask is not None:
             return torch.stack([self.map_loss(m, batch.gt_mask) for m in maps]).sum()
         if not getattr(self, "_warned_no_mask", False):
@@ -126,10 +208,11 @@ class MedCLIPModuleMixin(SlimCheckpointMixin):
             self._warned_no_mask = True
         return None
 
-    def resolve_object_name(self, explicit: str | None) -> str:
-        """Object phrase for the prompts: explicit argument, then the datamodule's, then ``"object"``."""
-        if explicit:
-            return explicit
+    # ------------------------------------------------------------------ text lifecycle
+    def resolve_object_name(self) -> str:
+        """Object phrase for the prompts: the model's ``object_name``, then the datamodule's, then ``"object"``."""
+        if self.object_name:
+            return self.object_name
         trainer = getattr(self, "_trainer", None)
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         if name := getattr(datamodule, "object_name", None):
@@ -137,42 +220,48 @@ class MedCLIPModuleMixin(SlimCheckpointMixin):
         logger.warning("No object_name given and the datamodule has none: prompts use '%s'.", DEFAULT_OBJECT)
         return DEFAULT_OBJECT
 
-
-class ObjectPromptMixin(MedCLIPModuleMixin):
-    """Lightning hooks for torch models whose prompts name the object (AprilGAN, AdaCLIP, AnoVL).
-
-    The torch model exposes ``setup_text(object_name)``, ``text_ready`` and ``object_name``. Its text is set up at the
-    start of every stage, once the datamodule (and so the object phrase) is known, unless it is already there (e.g.
-    restored from a checkpoint); checkpoints record the object phrase so that a reloaded model prompts the same way.
-    """
-
-    def prepare(self) -> None:
-        """Stage set-up: the prompts' text for the checkpoint's, the model's or the datamodule's object phrase."""
+    def setup(self, stage: str) -> None:
+        """Lightning, before every stage: set up the prompts unless they are (e.g. trained with a phrase already)."""
+        del stage
         if not self.model.text_ready:
-            self.model.setup_text(self.model.object_name or self.resolve_object_name(self.object_name))
+            self.model.setup_text(self.resolve_object_name())
 
-    def on_train_start(self) -> None:
-        """Set up before the first step."""
-        self.prepare()
-
-    def on_validation_start(self) -> None:
-        """Set up before validation (thresholds are learnt from it)."""
-        self.prepare()
-
-    def on_test_start(self) -> None:
-        """Set up before testing (unless restored from the checkpoint)."""
-        self.prepare()
-
-    def on_predict_start(self) -> None:
-        """Set up before prediction (unless restored from the checkpoint)."""
-        self.prepare()
-
+    # ------------------------------------------------------------------ checkpoints and reports
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also record the object phrase of the prompts."""
+        """Slim checkpoint, plus the model class and the object phrase of the prompts."""
         super().on_save_checkpoint(checkpoint)
+        checkpoint[_MODEL_KEY] = {"class": type(self).__name__, "torch_model": type(self.model).__name__}
         checkpoint["object_name"] = self.model.object_name
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the object phrase of the prompts."""
+        """Refuse another model's checkpoint; restore the prompts' phrase and the stored 3D-evaluation settings."""
+        saved = checkpoint.get(_MODEL_KEY)
+        if saved is not None and saved.get("torch_model") != type(self.model).__name__:
+            msg = (
+                f"This checkpoint is a {saved.get('class')} checkpoint, not a {type(self).__name__} one: load it with "
+                f"--model {saved.get('class')} (or {saved.get('class')}.load_from_checkpoint)."
+            )
+            raise ValueError(msg)
         super().on_load_checkpoint(checkpoint)
-        self.model.object_name = checkpoint.get("object_name")
+        phrase = checkpoint.get("object_name")
+        if phrase and phrase != self.model.object_name:
+            if self.object_name and self.object_name != phrase:
+                logger.warning(
+                    "object_name '%s' replaced by '%s', the phrase this checkpoint's prompts were set up with.",
+                    self.object_name,
+                    phrase,
+                )
+            self.model.setup_text(phrase)
+        stored = checkpoint.get("hyper_parameters", {}).get("volume_evaluator")
+        if not self._volume_evaluator_given and isinstance(stored, Mapping) and self.volume_evaluator is not None:
+            self.volume_evaluator.configure(**stored)
+            self._store_volume_settings()
+
+    def describe(self) -> dict[str, Any]:
+        """What the numbers were produced with: learning type, prompts' phrase, backbone identity, all settings."""
+        return {
+            "learning_type": self.learning_type,
+            "object_name": self.model.object_name,
+            "backbone": self.model.backbone.identity(),
+            "settings": dict(self.hparams),
+        }

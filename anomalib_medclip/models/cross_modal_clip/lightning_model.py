@@ -26,11 +26,11 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, PosEmbedMode
-from anomalib_medclip.models.components import MedCLIPModuleMixin
+from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
+from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
 from anomalib_medclip.models.components.losses import MapLoss
 from anomalib_medclip.models.cross_modal_clip.torch_model import MedCrossModalCLIPModel
-from anomalib_medclip.models.vanilla_clip.torch_model import default_map_layers
+from anomalib_medclip.volumes import VolumeEvaluator
 
 __all__ = ["MedCrossModalCLIP"]
 
@@ -50,6 +50,7 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
         lr: learning rate of the new blocks; clip_lr: of the unfrozen CLIP blocks.
         map_loss_weight: weight of focal + Dice on the maps (used when the batch has masks).
         pre_processor, post_processor, evaluator, visualizer: anomalib components.
+        volume_evaluator: the 3D evaluation of volumes (``True`` = default settings, ``False`` = off).
     """
 
     def __init__(
@@ -76,46 +77,30 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
+        volume_evaluator: VolumeEvaluator | bool = True,
     ) -> None:
-        clip, components = self.build_backbone(
-            {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator,
-             "visualizer": visualizer},
-            name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
-            pos_embed_mode=pos_embed_mode, seed=seed,
+        super().__init__(
+            backbone=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
+            pos_embed_mode=pos_embed_mode, seed=seed, pre_processor=pre_processor, post_processor=post_processor,
+            evaluator=evaluator, visualizer=visualizer, volume_evaluator=volume_evaluator,
         )  # fmt: skip
-        super().__init__(**components)
-        with torch.random.fork_rng(devices=[]):  # the new blocks' initialisation is part of the model's identity
-            torch.manual_seed(seed)
-            self.model = MedCrossModalCLIPModel(
-                clip,
-                n_ctx=n_ctx,
-                use_bt=use_bt,
-                use_bv=use_bv,
-                use_bvt=use_bvt,
-                prompt_depth=prompt_depth,
-                map_layers=tuple(map_layers) if map_layers is not None else default_map_layers(clip.visual_depth),
-                smoothing_sigma=smoothing_sigma,
-            )
-        self.clip_params = clip.unfreeze_last_visual_blocks(finetune_layers)
         self.object_name = object_name
+        self.clip_params = self.model.backbone.unfreeze_last_visual_blocks(finetune_layers)
         self.map_loss = MapLoss()
 
-    def setup(self, stage: str | None = None) -> None:
-        """Tokenise the prompts once the object phrase is known."""
-        del stage
-        if self.model.object_name is None:
-            self.model.setup(self.resolve_object_name(self.object_name))
+    def build_model(self, backbone: CLIPBackbone) -> MedCrossModalCLIPModel:
+        """The three blocks on the frozen backbone (their initialisation follows ``seed``)."""
+        hp = self.hparams
+        return MedCrossModalCLIPModel(
+            backbone, n_ctx=hp.n_ctx, use_bt=hp.use_bt, use_bv=hp.use_bv, use_bvt=hp.use_bvt,
+            prompt_depth=hp.prompt_depth, smoothing_sigma=hp.smoothing_sigma,
+            map_layers=tuple(hp.map_layers) if hp.map_layers is not None else quarter_layers(backbone.visual_depth),
+        )  # fmt: skip
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also keep the object phrase the prompts were trained with."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["object_name"] = self.model.object_name
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the trained object phrase."""
-        super().on_load_checkpoint(checkpoint)
-        if checkpoint.get("object_name"):
-            self.model.setup(checkpoint["object_name"])
+    @property
+    def is_trainable(self) -> bool:
+        """Always: the cross-modal blocks are learnt."""
+        return True
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Image cross-entropy, plus focal + Dice on the maps when the batch carries masks."""
@@ -129,10 +114,7 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam with two groups: the new blocks at ``lr`` and the unfrozen CLIP blocks at ``clip_lr``."""
-        blocks = [
-            p for name, p in self.model.named_parameters() if p.requires_grad and not name.startswith("backbone.")
-        ]
-        groups = [{"params": blocks, "lr": self.hparams.lr}]
+        groups = [{"params": self.learnable_parameters(), "lr": self.hparams.lr}]
         if self.clip_params:
             groups.append({"params": self.clip_params, "lr": self.hparams.clip_lr})
         return torch.optim.Adam(groups)

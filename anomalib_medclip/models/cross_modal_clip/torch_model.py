@@ -31,12 +31,10 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from anomalib_medclip.backbones import CLIPBackbone
-from anomalib_medclip.models.components import GaussianSmoothing, layer_maps_to_image
+from anomalib_medclip.models.components import GaussianSmoothing, PromptedModel, layer_maps_to_image
+from anomalib_medclip.prompts.cross_modal import TEMPLATE, cross_modal_sentences
 
 __all__ = ["MedCrossModalCLIPModel", "text_layer_for"]
-
-TEMPLATE = "a photo of a {state} {obj}"
-STATES = ("normal", "anomalous")
 
 
 def text_layer_for(visual_layer: int, visual_depth: int, text_depth: int) -> int:
@@ -48,7 +46,7 @@ def text_layer_for(visual_layer: int, visual_depth: int, text_depth: int) -> int
     return (visual_layer - 1) * text_depth // visual_depth
 
 
-class MedCrossModalCLIPModel(nn.Module):
+class MedCrossModalCLIPModel(PromptedModel):
     """Torch model of ``MedCrossModalCLIP``.
 
     Args:
@@ -91,17 +89,13 @@ class MedCrossModalCLIPModel(nn.Module):
         self.b_vt = nn.ModuleList(nn.Linear(d_t, d_v) for _ in visual_layers) if use_bvt else None
         self.smoothing = GaussianSmoothing(smoothing_sigma)
         self.register_buffer("tokens", torch.empty(0, dtype=torch.long), persistent=False)
-        self.object_name: str | None = None
 
-    def setup(self, object_name: str) -> None:
+    def _prepare_text(self, object_name: str) -> None:
         """Tokenise the two prompts of ``object_name``."""
-        self.object_name = object_name
-        self.tokens = self.backbone.tokenize([TEMPLATE.format(state=s, obj=object_name) for s in STATES])
+        self.tokens = self.backbone.tokenize(cross_modal_sentences(object_name))
 
     def _tokens(self) -> torch.Tensor:
-        if self.tokens.numel() == 0:
-            msg = "Prompts are not set: call `setup(object_name)` (the Lightning model does it in `setup`)."
-            raise RuntimeError(msg)
+        self._require_text()
         return self.tokens
 
     def encode_text(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -21,16 +21,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, PosEmbedMode
-from anomalib_medclip.models.components import MedCLIPModuleMixin
-from anomalib_medclip.models.vanilla_clip.torch_model import VanillaCLIPModel, default_map_layers
+from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
+from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
+from anomalib_medclip.models.vanilla_clip.torch_model import VanillaCLIPModel
+from anomalib_medclip.volumes import VolumeEvaluator
 
 __all__ = ["VanillaCLIP"]
 
@@ -52,6 +52,8 @@ class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
         finetune_layers: number of last visual blocks to train (0 = zero-shot).
         lr: Adam learning rate for the fine-tuned blocks.
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` = defaults).
+        volume_evaluator: the 3D evaluation of volumes (:class:`~anomalib_medclip.volumes.VolumeEvaluator`,
+            ``True`` = default settings, ``False`` = off).
     """
 
     def __init__(
@@ -72,25 +74,30 @@ class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
+        volume_evaluator: VolumeEvaluator | bool = True,
     ) -> None:
-        clip, components = self.build_backbone(
-            {"pre_processor": pre_processor, "post_processor": post_processor, "evaluator": evaluator,
-             "visualizer": visualizer},
-            name=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
-            pos_embed_mode=pos_embed_mode, seed=seed,
+        super().__init__(
+            backbone=backbone, pretrained=pretrained, image_size=image_size, activation=activation,
+            pos_embed_mode=pos_embed_mode, seed=seed, pre_processor=pre_processor, post_processor=post_processor,
+            evaluator=evaluator, visualizer=visualizer, volume_evaluator=volume_evaluator,
         )  # fmt: skip
-        super().__init__(**components)
-        layers = tuple(map_layers) if map_layers is not None else default_map_layers(clip.visual_depth)
-        self.model = VanillaCLIPModel(clip, layers, prompt_ensemble=prompt_ensemble, smoothing_sigma=smoothing_sigma)
-        self.finetune_params = clip.unfreeze_last_visual_blocks(finetune_layers)
         self.object_name = object_name
-        self.lr = lr
+        self.clip_params = self.model.backbone.unfreeze_last_visual_blocks(finetune_layers)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Encode the prompts once the datamodule (and so the object phrase) is known."""
-        del stage
-        if self.model.text_features.numel() == 0:
-            self.model.setup(self.resolve_object_name(self.object_name))
+    def build_model(self, backbone: CLIPBackbone) -> VanillaCLIPModel:
+        """Plain CLIP prompts, with the map taken from ``map_layers``."""
+        layers = self.hparams.map_layers
+        return VanillaCLIPModel(
+            backbone,
+            tuple(layers) if layers is not None else quarter_layers(backbone.visual_depth),
+            prompt_ensemble=self.hparams.prompt_ensemble,
+            smoothing_sigma=self.hparams.smoothing_sigma,
+        )
+
+    @property
+    def is_trainable(self) -> bool:
+        """Only with fine-tuned blocks (``finetune_layers > 0``); otherwise zero-shot."""
+        return bool(self.clip_params)
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Cross-entropy of the normal/anomalous image logits against the labels."""
@@ -102,9 +109,4 @@ class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         """Adam over the fine-tuned blocks; nothing to optimise in zero-shot mode."""
-        return torch.optim.Adam(self.finetune_params, lr=self.lr) if self.finetune_params else None
-
-    @property
-    def learning_type(self) -> LearningType:
-        """ZERO_SHOT without fine-tuning; ONE_CLASS (= trainable, so anomalib calls ``fit``) with it."""
-        return LearningType.ONE_CLASS if self.finetune_params else LearningType.ZERO_SHOT
+        return torch.optim.Adam(self.clip_params, lr=self.hparams.lr) if self.is_trainable else None

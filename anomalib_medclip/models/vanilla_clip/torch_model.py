@@ -17,22 +17,15 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from anomalib.data import InferenceBatch
-from anomalib.models.components import DynamicBufferMixin
-from torch import nn
 
 from anomalib_medclip.backbones import CLIPBackbone
-from anomalib_medclip.models.components import GaussianSmoothing, layer_maps_to_image
+from anomalib_medclip.models.components import GaussianSmoothing, PromptedModel, layer_maps_to_image
 from anomalib_medclip.prompts import state_prompts
 
-__all__ = ["VanillaCLIPModel", "default_map_layers"]
+__all__ = ["VanillaCLIPModel"]
 
 
-def default_map_layers(depth: int) -> tuple[int, ...]:
-    """Layers at the quarters of the tower: (3, 6, 9, 12) for ViT-B, (6, 12, 18, 24) for ViT-L."""
-    return tuple(depth * k // 4 for k in range(1, 5))
-
-
-class VanillaCLIPModel(DynamicBufferMixin, nn.Module):
+class VanillaCLIPModel(PromptedModel):
     """CLIP with fixed normal/anomalous prompts.
 
     Args:
@@ -54,25 +47,21 @@ class VanillaCLIPModel(DynamicBufferMixin, nn.Module):
         self.map_layers = tuple(map_layers)
         self.prompt_ensemble = prompt_ensemble
         self.smoothing = GaussianSmoothing(smoothing_sigma)
-        self.register_buffer("text_features", torch.empty(0))
+        self.sentences: tuple[tuple[str, ...], ...] = ()
 
-    def setup(self, object_name: str) -> None:
-        """Encode the normal/anomalous prompts of ``object_name`` into ``text_features`` ``(2, D)``."""
-        features = []
-        for sentences in state_prompts(object_name, ensemble=self.prompt_ensemble):
-            encoded = self.backbone.encode_fixed_text(sentences, normalize=True).mean(dim=0)
-            features.append(F.normalize(encoded, dim=-1))
-        self.text_features = torch.stack(features)
+    def _prepare_text(self, object_name: str) -> None:
+        """The normal and the anomalous sentence(s) of ``object_name``."""
+        self.sentences = state_prompts(object_name, ensemble=self.prompt_ensemble)
 
-    def _text(self) -> torch.Tensor:
-        if self.text_features.numel() == 0:
-            msg = "Text features are not set: call `setup(object_name)` (the Lightning model does it in `setup`)."
-            raise RuntimeError(msg)
-        return self.text_features
+    def text_features(self) -> torch.Tensor:
+        """Normal/anomalous text features ``(2, D)``: each state's sentence features averaged, L2-normalised."""
+        self._require_text()
+        encoded = [self.backbone.encode_fixed_text(group, normalize=True).mean(dim=0) for group in self.sentences]
+        return torch.stack([F.normalize(feature, dim=-1) for feature in encoded])
 
     def image_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Normal/anomalous logits of each image ``(B, 2)`` and the per-layer patch logits ``[(B, P, 2)]``."""
-        text = self._text()
+        text = self.text_features()
         features = self.backbone.encode_image(images, out_layers=self.map_layers)
         scale = self.backbone.logit_scale
         logits = scale * F.normalize(features.pooled, dim=-1) @ text.T
