@@ -175,7 +175,7 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
     # ------------------------------------------------------------------ learning
     @property
     def learning_type(self) -> LearningType:
-        """ONE_CLASS when trainable (the only type anomalib calls ``fit`` for: here it means "trains"), else ZERO_SHOT."""
+        """ONE_CLASS when trainable (the one type anomalib fits: here it means "trains"), else ZERO_SHOT."""
         return LearningType.ONE_CLASS if self.is_trainable else LearningType.ZERO_SHOT
 
     @property
