@@ -1,6 +1,11 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""Shared fixtures: small random-initialised CLIP backbones and generated image folders (no network, no weights)."""
+"""Shared fixtures: small random-initialised CLIP backbones and models, generated image folders (no network, weights).
+
+``tiny_model(name, **overrides)`` builds any model of the package on ``ViT-tiny-test`` (the real open_clip code paths,
+12 + 12 blocks of width 64, built in milliseconds) with the few options that keep each method's every part exercised
+at 32 px. Tests of one model's own numbers use ``small_backbone`` (ViT-B-16 at 32 px) where the width matters.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,28 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (read when huggingface_hub is imported)
 
 from anomalib_medclip.demo import make_demo_images
+
+TINY = {"backbone": "ViT-tiny-test", "pretrained": None, "image_size": 32}
+TINY_OPTIONS: dict[str, dict[str, object]] = {  # per model: what exercises its trainable / test-time parts quickly
+    "VanillaCLIP": {"finetune_layers": 1, "object_name": "toy"},
+    "MedCrossModalCLIP": {"finetune_layers": 1, "object_name": "toy"},
+    "AnomalyCLIP": {},
+    "AdaCLIP": {"object_name": "toy", "k_clusters": 2},
+    "AprilGAN": {"object_name": "toy"},
+    "VAND": {"object_name": "toy"},
+    "AnoVL": {"object_name": "toy", "tta_steps": 2, "domains": ["photo"]},
+}
+
+
+@pytest.fixture
+def tiny_model():
+    """``tiny_model(name, **overrides)``: a model of the package on the tiny test backbone (random weights)."""
+    from anomalib_medclip.models import get_model
+
+    def make(name: str, **overrides: object):
+        return get_model(name, **{**TINY, **TINY_OPTIONS[name], **overrides})
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Res
 from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
 from anomalib_medclip.models.components.checkpoint import SlimCheckpointMixin
 from anomalib_medclip.models.components.text import PromptedModel
-from anomalib_medclip.prompts import DEFAULT_OBJECT
+from anomalib_medclip.prompts import DEFAULT_OBJECT, indefinite_article
 from anomalib_medclip.visualization import SliceVisualizer
 from anomalib_medclip.volumes import VolumeEvaluator
 
@@ -237,9 +237,11 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
         """Refuse another model's checkpoint; restore the prompts' phrase and the stored 3D-evaluation settings."""
         saved = checkpoint.get(_MODEL_KEY)
         if saved is not None and saved.get("torch_model") != type(self.model).__name__:
+            saved_class, own = saved.get("class"), type(self).__name__
             msg = (
-                f"This checkpoint is a {saved.get('class')} checkpoint, not a {type(self).__name__} one: load it with "
-                f"--model {saved.get('class')} (or {saved.get('class')}.load_from_checkpoint)."
+                f"This checkpoint is {indefinite_article(saved_class)} {saved_class} checkpoint, not "
+                f"{indefinite_article(own)} {own} one: load it with --model {saved_class} (or "
+                f"{saved_class}.load_from_checkpoint)."
             )
             raise ValueError(msg)
         super().on_load_checkpoint(checkpoint)
