@@ -21,9 +21,8 @@ from anomalib_medclip.volumes.brats_official import write_brats_lesionwise
 
 
 def _volumes(rng: np.random.Generator) -> dict[int, dict[str, np.ndarray]]:
-    """Three volumes of 5 slices (8x8): random, empty ground truth, all-zero prediction; brain = inner square."""
-    brain = np.zeros((5, 8, 8), bool)
-    brain[:, 2:6, 1:7] = True
+    """Three volumes of 5 slices (8x8): random, empty ground truth, all-zero prediction; brain = a random blob."""
+    brain = rng.random((5, 8, 8)) > 0.3
     volumes = {}
     for index, kind in enumerate(("random", "empty", "zero")):
         gt = rng.random(brain.shape) > 0.7 if kind != "empty" else np.zeros(brain.shape, bool)
@@ -52,11 +51,12 @@ def _batches(volumes: dict, rng: np.random.Generator) -> list[MedSliceBatch]:
     batches = []
     for chunk in np.array_split(np.arange(len(rows)), 4):
         picked = [rows[i] for i in chunk]
-        brain = torch.tensor(np.stack([volumes[v]["brain"][z] for v, z in picked]))
-        image = (brain.float() * 0.8 - 0.5)[:, None].repeat(1, 3, 1, 1)  # normalised: background = slice minimum
+        brain = np.stack([volumes[v]["brain"][z] for v, z in picked])
+        native = torch.tensor(np.kron(brain, np.ones((1, 2, 2), bool)))  # served at twice the model's size
         batches.append(
             MedSliceBatch(
-                image=image,
+                image=torch.rand(len(picked), 3, 8, 8),  # the image no longer says which pixels are brain
+                brain_mask=native,
                 gt_mask=torch.tensor(np.stack([volumes[v]["gt"][z] for v, z in picked])),
                 pred_mask=torch.tensor(np.stack([volumes[v]["pred"][z] for v, z in picked])),
                 anomaly_map=torch.rand(len(picked), 8, 8),
