@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -251,6 +251,20 @@ class MedBMAD(AnomalibDataModule):
     def object_name(self) -> str:
         """Object phrase for text prompts (MVFA's phrase unless given)."""
         return self._object_name or OBJECT_NAMES[self.category]
+
+    def describe(self) -> dict[str, Any]:
+        """What defines the data and its protocol in a report: absolute root, category, few-/zero-shot choice."""
+        few_shot = self.shots is not None
+        fewshot_list = self.fewshot_dir.resolve() / self.category / f"{self.shots}-shot.txt"
+        return {
+            "root": str(self.root.resolve()),
+            "category": self.category,
+            "shots": self.shots,
+            "fewshot_list": str(fewshot_list) if few_shot else None,
+            "fewshot_iteration": self.fewshot_iteration if few_shot else None,
+            "leave_one_out": self.leave_one_out,
+            "object_name": self.object_name,
+        }
 
     def _train_samples(self, samples: pd.DataFrame) -> pd.DataFrame:
         """Train rows of the chosen protocol (BMAD train, K-shot list or the other categories' test sets)."""

@@ -30,7 +30,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -348,6 +348,19 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
     def object_name(self) -> str:
         """Object phrase for text prompts."""
         return "brain MRI scan"
+
+    def describe(self) -> dict[str, Any]:
+        """What defines the data and its split in a report: absolute root, modality, ratios, seed, slice selection."""
+        return {
+            "root": str(self.root.resolve()),
+            "modality": self.modality,
+            "ratios": {split.value: ratio for split, ratio in self.ratios.items()},
+            "seed": self.seed,
+            "slices": self.slices,
+            "eval_slices": self.eval_slices,
+            "z_range": self.z_range,
+            "on_error": self.on_error,
+        }
 
     def _setup(self, _stage: str | None = None) -> None:
         """Build train/val/test from one subject-level assignment."""

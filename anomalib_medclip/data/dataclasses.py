@@ -4,11 +4,14 @@
 
 A 3D scan is served to 2D CLIP models as axial slices. Each slice item keeps anomalib's image fields
 (``image_path`` stays the real volume file) and adds three fields so that predictions can be regrouped per
-volume whatever order the loader used:
+volume whatever order the loader used, and the brain mask of the slice:
 
 - ``volume_id``: the case identifier (e.g. ``BraTS-MET-00001-000``);
 - ``volume_index``: an integer code of the volume, stable within a datamodule (tensor states need integers);
-- ``slice_index``: the axial index ``z`` of the slice in the canonical (RAS) volume.
+- ``slice_index``: the axial index ``z`` of the slice in the canonical (RAS) volume;
+- ``brain_mask``: the slice's brain voxels by :func:`~anomalib_medclip.data.nifti.brain_mask` of the source
+  intensities, at the served (native) size and orientation, so that 2D metrics can count the same voxels as the 3D
+  evaluation (the served image is scaled and, after the pre-processor, normalised: it no longer shows the rule).
 
 The numpy twins exist because anomalib's ``to_numpy()`` and ``items`` forward every field to the twin class.
 
@@ -40,6 +43,7 @@ class NumpyMedSliceItem(NumpyImageItem):
     volume_id: str | None = None
     volume_index: int | np.ndarray | None = None
     slice_index: int | np.ndarray | None = None
+    brain_mask: np.ndarray | None = None
 
 
 @dataclass
@@ -50,6 +54,7 @@ class NumpyMedSliceBatch(NumpyImageBatch):
     volume_id: list[str] | None = None
     volume_index: np.ndarray | None = None
     slice_index: np.ndarray | None = None
+    brain_mask: np.ndarray | None = None
 
 
 @dataclass
@@ -60,6 +65,7 @@ class MedSliceItem(ImageItem):
     volume_id: str | None = None
     volume_index: torch.Tensor | int | None = None
     slice_index: torch.Tensor | int | None = None
+    brain_mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -71,3 +77,4 @@ class MedSliceBatch(ImageBatch):
     volume_id: list[str] | None = None
     volume_index: torch.Tensor | None = None
     slice_index: torch.Tensor | None = None
+    brain_mask: torch.Tensor | None = None

@@ -8,7 +8,9 @@ grows towards the patient's Right, the second towards Anterior, the third toward
 ``data[:, :, z]``. A 2D model sees the slice through :func:`slice_to_image`, a radiological view (anterior at the
 top, the patient's right on the image's left); :func:`image_to_slice` is its exact inverse, so that anomaly maps
 can be put back into the volume. :func:`to_source_orientation` turns a canonical array back into the file's own
-voxel order, so that it can be saved with ``Volume.source_affine`` and overlay the original scan voxel for voxel.
+voxel order, so that it can be saved with ``Volume.source_affine`` and overlay the original scan voxel for voxel;
+``Volume.space`` carries the file's qform/sform (with their codes) and units so that written results keep them.
+:func:`brain_mask` is the package's one definition of the voxels that count as brain.
 
 Only permutations and flips of axes are involved (no resampling), so every round trip is exact.
 
@@ -36,7 +38,9 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
 __all__ = [
+    "NiftiSpace",
     "Volume",
+    "brain_mask",
     "image_to_slice",
     "read_geometry",
     "read_volume",
@@ -47,6 +51,50 @@ __all__ = [
 
 _RAS = axcodes2ornt(("R", "A", "S"))
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
+
+
+def brain_mask(intensities: np.ndarray) -> np.ndarray:
+    """Voxels inside the brain: source intensity > 0.
+
+    BraTS scans are skull-stripped with the background set to exactly 0; a brain voxel whose intensity happens to
+    be exactly 0 counts as background, the same way everywhere. The 3D evaluation (``brain_only``) and the slice
+    datasets (the served ``brain_mask`` field that the 2D ``volume_metrics()`` read) use this one rule, always on
+    the source intensities, never on a scaled or normalised image.
+
+    Args:
+        intensities: Source voxel intensities, any shape (a volume or one slice).
+
+    Returns:
+        A boolean array of the same shape.
+    """
+    return np.asarray(intensities) > 0
+
+
+@dataclass(frozen=True)
+class NiftiSpace:
+    """What a NIfTI header says about its world space, beyond the affine ``nibabel`` picks from it.
+
+    Attributes:
+        qform: The header's qform matrix, or ``None`` when its code is 0.
+        qform_code: NIfTI qform code (0 unknown, 1 scanner, 2 aligned, 3 Talairach, 4 MNI, 5 template).
+        sform: The header's sform matrix, or ``None`` when its code is 0.
+        sform_code: NIfTI sform code (same meanings).
+        units: Spatial and temporal units (e.g. ``("mm", "sec")``; ``"unknown"`` when not set).
+    """
+
+    qform: np.ndarray | None = None
+    qform_code: int = 0
+    sform: np.ndarray | None = None
+    sform_code: int = 0
+    units: tuple[str, str] = ("unknown", "unknown")
+
+    @classmethod
+    def from_header(cls, header: nib.Nifti1Header) -> NiftiSpace:
+        """Read the forms, their codes and the units of a NIfTI-1/2 header."""
+        qform, qform_code = header.get_qform(coded=True)
+        sform, sform_code = header.get_sform(coded=True)
+        spatial, temporal = header.get_xyzt_units()
+        return cls(qform, int(qform_code), sform, int(sform_code), (spatial, temporal))
 
 
 @dataclass(frozen=True)
@@ -60,6 +108,7 @@ class Volume:
         source_affine: Affine of the file, for saving results with :func:`to_source_orientation`.
         spacing: Canonical voxel sizes in mm, ``(sx, sy, sz)``.
         path: The file that was read.
+        space: The file's qform/sform codes and units (see :class:`NiftiSpace`), for writing results alike.
     """
 
     data: np.ndarray
@@ -68,6 +117,7 @@ class Volume:
     source_affine: np.ndarray
     spacing: tuple[float, float, float]
     path: Path
+    space: NiftiSpace = NiftiSpace()
 
 
 def _load_image(path: Path) -> nib.Nifti1Image:
@@ -168,6 +218,7 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32) -> Vol
         source_affine=source_affine,
         spacing=spacing,
         path=path,
+        space=NiftiSpace.from_header(image.header),
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from anomalib.data import AnomalibDataModule
@@ -108,6 +109,10 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
     def object_name(self) -> str:
         """Object phrase for text prompts."""
         return self._object_name
+
+    def describe(self) -> dict[str, Any]:
+        """What defines the scans in a report: absolute path, modality filter, object phrase."""
+        return {"path": str(self.path.resolve()), "modality": self.modality, "object_name": self.object_name}
 
     def _setup(self, _stage: str | None = None) -> None:
         """Build the slice table of every scan as the test (= predict) set."""

@@ -10,7 +10,8 @@ holds its own copy of the dataset and therefore its own cache, so memory stays b
 (plus their label maps) per worker. Slices are served at native in-plane size in the radiological display
 orientation of :func:`~anomalib_medclip.data.nifti.slice_to_image`, scaled per slice to [0, 1] between the
 0.5th and 99.5th percentiles of the non-zero voxels, repeated to 3 channels; the model's ``PreProcessor`` resizes
-and normalises.
+and normalises. Each slice also carries its ``brain_mask`` (:func:`~anomalib_medclip.data.nifti.brain_mask` of the
+source intensities, same size and orientation as the served image).
 
 Example:
     >>> from anomalib_medclip.data import BraTS
@@ -33,7 +34,7 @@ from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Mask
 
 from anomalib_medclip.data.dataclasses import MedSliceBatch, MedSliceItem
-from anomalib_medclip.data.nifti import read_volume, slice_to_image
+from anomalib_medclip.data.nifti import brain_mask, read_volume, slice_to_image
 
 __all__ = ["SLICE_COLUMNS", "NiftiSliceDataset", "VolumeBatchSampler", "VolumeEvalLoadersMixin", "scale_slice"]
 
@@ -124,17 +125,18 @@ class NiftiSliceDataset(AnomalibDataset):
         row = self.samples.iloc[index]
         z = int(row.slice_index)
         label = int(row.label_index)
-        image = scale_slice(slice_to_image(self._cache.get(row.image_path, "image")[:, :, z]))
+        source = slice_to_image(self._cache.get(row.image_path, "image")[:, :, z])
+        brain = Mask(torch.from_numpy(brain_mask(source)))
         # one contiguous copy, then 3 channels (np.repeat on the rotated, negative-stride view is ~10x slower)
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).expand(3, -1, -1).contiguous()
+        tensor = torch.from_numpy(np.ascontiguousarray(scale_slice(source))).expand(3, -1, -1).contiguous()
         gt_mask = None
         if row.mask_path and label != LabelName.UNKNOWN:
             gt_mask = Mask(torch.from_numpy(slice_to_image(self._cache.get(row.mask_path, "mask")[:, :, z])))
-        if self.augmentations is not None:
+        if self.augmentations is not None:  # masks follow the image through geometric augmentations
             if gt_mask is None:
-                tensor = self.augmentations(tensor)
+                tensor, brain = self.augmentations(tensor, brain)
             else:
-                tensor, gt_mask = self.augmentations(tensor, gt_mask)
+                tensor, gt_mask, brain = self.augmentations(tensor, gt_mask, brain)
         return MedSliceItem(
             image=tensor,
             gt_mask=gt_mask,
@@ -144,6 +146,7 @@ class NiftiSliceDataset(AnomalibDataset):
             volume_id=str(row.volume_id),
             volume_index=torch.tensor(int(row.volume_index)),
             slice_index=torch.tensor(z),
+            brain_mask=brain,
         )
 
 

@@ -2,17 +2,24 @@
 # SPDX-License-Identifier: Apache-2.0
 """3D evaluation of slice-wise predictions: stacking, volumetric metrics, aligned NIfTI maps, reports.
 
-- :class:`VolumeEvaluator`: Lightning callback (returned by the models' ``configure_callbacks()``) that regroups
-  slices into volumes, evaluates them in 3D and writes NIfTI maps, tables, plots and predict-time reports;
+- :class:`VolumeEvaluator`: Lightning callback (a model component, returned by the models' ``configure_callbacks()``)
+  that wires the parts below; its options are :class:`EvaluationSettings`;
+- :class:`SliceBuffer`: slice buffering per volume, completeness, DDP regrouping;
+- :func:`finalise_volume`: one volume from slice maps to prediction and metrics, on arrays (:class:`VolumeResult`);
+- :class:`VolumeReport`: NIfTI maps, ``metrics_per_volume.csv``, ``summary.json``, plots, predict reports;
 - :func:`volume_metrics`: per-volume Dice/sensitivity/specificity/PPV as anomalib metrics for ``Evaluator``;
-- the pieces they are made of (stacking, post-processing, MONAI/torchmetrics-based metrics, atomic writers).
+- the pieces they are made of (stacking, post-processing, MONAI/torchmetrics-based metrics).
 
 See ``anomalib_medclip/volumes/README.md`` for the rules (normalisation, brain mask, empty ground truth, thresholds).
 """
 
 from anomalib_medclip.volumes.anomalib_metrics import VolumeStat, volume_metrics
-from anomalib_medclip.volumes.evaluator import ThresholdPolicy, VolumeEvaluator
+from anomalib_medclip.volumes.buffer import BufferedVolume, SliceBuffer
+from anomalib_medclip.volumes.evaluator import VolumeEvaluator
+from anomalib_medclip.volumes.finalise import VolumeResult, finalise_volume, oracle_threshold, read_ground_truth
 from anomalib_medclip.volumes.metrics import VolumeScores, VoxelCurves, dice_2d_mean, hd95, volume_scores
+from anomalib_medclip.volumes.reports import VolumeReport
+from anomalib_medclip.volumes.settings import EvaluationSettings, ThresholdPolicy
 from anomalib_medclip.volumes.stacking import (
     postprocess_volume,
     remove_small_components,
@@ -21,14 +28,22 @@ from anomalib_medclip.volumes.stacking import (
 )
 
 __all__ = [
+    "BufferedVolume",
+    "EvaluationSettings",
+    "SliceBuffer",
     "ThresholdPolicy",
     "VolumeEvaluator",
+    "VolumeReport",
+    "VolumeResult",
     "VolumeScores",
     "VolumeStat",
     "VoxelCurves",
     "dice_2d_mean",
+    "finalise_volume",
     "hd95",
+    "oracle_threshold",
     "postprocess_volume",
+    "read_ground_truth",
     "remove_small_components",
     "stack_slices",
     "volume_metrics",

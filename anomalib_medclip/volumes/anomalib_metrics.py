@@ -9,9 +9,11 @@ row per slice (``dist_reduce_fx="cat"``, so it gathers across processes), never 
 
 Rules, shared with :class:`~anomalib_medclip.volumes.VolumeEvaluator`:
 
-- counted pixels: by default only those inside the brain, i.e. where the served image is above its slice's zero
-  background (the slice was scaled to [0, 1] with 0 outside the brain, then resized and normalised, so the background
-  is the slice minimum); ``brain_only=False`` counts every pixel;
+- counted pixels: by default only those inside the brain, read from the batch's ``brain_mask`` field, which the
+  slice datasets compute with :func:`~anomalib_medclip.data.nifti.brain_mask` on the source intensities (the rule
+  of the 3D evaluation) and which is resized here to the prediction's size with nearest neighbours, exactly as the
+  pre-processor resizes ``gt_mask``; batches without ``brain_mask`` are then skipped (the metric is absent rather
+  than counted on another rule); ``brain_only=False`` counts every pixel;
 - a volume with an empty ground truth is excluded from Dice (``ignore_empty=True``; with ``False`` it scores 1 when
   the prediction is empty too, else 0, as MONAI's ``DiceMetric``) and counts in specificity;
 - sensitivity and PPV skip volumes where they are undefined (zero denominator).
@@ -36,20 +38,13 @@ from anomalib.metrics import AnomalibMetric
 from monai.metrics import compute_confusion_matrix_metric
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
+from torchvision.transforms.v2.functional import resize_mask
 
 __all__ = ["VolumeStat", "VolumeStatistic", "volume_metrics"]
 
 VolumeStatistic = Literal["dice", "sensitivity", "specificity", "ppv"]
 _MONAI_NAMES = {"dice": "f1 score", "sensitivity": "sensitivity", "specificity": "specificity", "ppv": "precision"}
 _DISPLAY = {"dice": "Dice", "sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV"}
-BRAIN_CONTRAST = 0.02  # fraction of the slice's intensity range above its minimum that counts as brain
-
-
-def _brain(image: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W)`` pixels above each slice's background (its minimum) on the first channel."""
-    channel = image[:, 0].flatten(1)
-    low, high = channel.amin(1, keepdim=True), channel.amax(1, keepdim=True)
-    return (channel > low + BRAIN_CONTRAST * (high - low)).view(image.shape[0], *image.shape[-2:])
 
 
 class _VolumeStat(Metric):
@@ -76,11 +71,14 @@ class _VolumeStat(Metric):
         pred_mask: torch.Tensor,
         gt_mask: torch.Tensor,
         volume_index: torch.Tensor,
-        image: torch.Tensor | None = None,
+        brain_mask: torch.Tensor | None = None,
     ) -> None:
-        """Add the confusion counts of a batch of slices ``(B, H, W)``."""
+        """Add the confusion counts of a batch of slices ``(B, H, W)`` (``brain_mask`` at any size)."""
         pred, gt = pred_mask.bool().flatten(1), gt_mask.bool().view(pred_mask.shape).flatten(1)
-        keep = _brain(image).flatten(1) if self.brain_only and image is not None else torch.ones_like(pred)
+        keep = torch.ones_like(pred)
+        if self.brain_only and brain_mask is not None:
+            keep = resize_mask(brain_mask.bool().view(len(pred), *brain_mask.shape[-2:]), list(pred_mask.shape[-2:]))
+            keep = keep.flatten(1)
         tp, fp = (pred & gt & keep).sum(1), (pred & ~gt & keep).sum(1)
         tn, fn = (~pred & ~gt & keep).sum(1), (~pred & gt & keep).sum(1)
         self.counts.append(torch.stack([volume_index.to(tp), tp, fp, tn, fn], dim=1))
@@ -105,7 +103,7 @@ class VolumeStat(AnomalibMetric, _VolumeStat):
         statistic: ``"dice"``, ``"sensitivity"``, ``"specificity"`` or ``"ppv"``.
         brain_only: count only pixels inside the brain (see the module docstring).
         ignore_empty: exclude volumes with an empty ground truth from Dice.
-        fields: batch fields; ``image`` is only read when ``brain_only``.
+        fields: batch fields; ``brain_mask`` is only read when ``brain_only``.
         prefix: name prefix.
         strict: ``False`` skips batches without these fields (non-volumetric data).
         **kwargs: passed to ``torchmetrics.Metric``.
@@ -121,7 +119,7 @@ class VolumeStat(AnomalibMetric, _VolumeStat):
         strict: bool = False,
         **kwargs: Any,
     ) -> None:
-        fields = fields or ["pred_mask", "gt_mask", "volume_index", *(["image"] if brain_only else [])]
+        fields = fields or ["pred_mask", "gt_mask", "volume_index", *(["brain_mask"] if brain_only else [])]
         super().__init__(
             fields=fields,
             prefix=prefix,

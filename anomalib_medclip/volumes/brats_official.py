@@ -4,9 +4,11 @@
 
 ``BraTS-evaluation`` is AGPL-3.0, so it is never a dependency of this package nor vendored: when it is importable
 (``pip install BraTS-evaluation``), :func:`write_brats_lesionwise` scores every written ``<volume_id>_pred_mask.nii.gz``
-against its segmentation with the bundled ``mets`` configuration (whole tumour = labels {1, 2, 3}; the binary
-prediction carries label 1, so only the whole-tumour region is meaningful) and writes one row per volume and region to
-``brats_lesionwise.csv``. Without the package it does nothing (a debug log says so).
+against its segmentation with the bundled ``mets`` configuration and writes one row per volume to
+``brats_lesionwise.csv``: the whole-tumour region only (``wt``, labels {1, 2, 3}). The prediction is a binary mask
+(label 1), which the evaluator would also score as enhancing tumour (``et``), tumour core (``tc``) and resection
+cavity (``rc``) against those labels of the reference: such rows are meaningless and left out. A volume the package
+cannot evaluate gets a row with its ``error``. Without the package it does nothing (a debug log says so).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import pandas as pd
 
 from anomalib_medclip.utils import write_atomic
 
-__all__ = ["write_brats_lesionwise"]
+__all__ = ["WHOLE_TUMOUR", "write_brats_lesionwise"]
 
 logger = logging.getLogger(__name__)
+WHOLE_TUMOUR = "wt"  # region name of the whole tumour in BraTS-evaluation's bundled configurations
 
 
 def write_brats_lesionwise(folder: Path, volumes: Iterable[tuple[str, str]], config: str = "mets") -> Path | None:
@@ -47,8 +50,8 @@ def write_brats_lesionwise(folder: Path, volumes: Iterable[tuple[str, str]], con
     for volume_id, segmentation in volumes:
         prediction = str(folder / f"{volume_id}_pred_mask.nii.gz")
         result = brats_evaluation.evaluate_single_exam(prediction, str(segmentation), volume_id, evaluator)
-        regions = {key: value for key, value in result.items() if isinstance(value, dict)}
-        rows += [{"volume_id": volume_id, "region": name, **metrics} for name, metrics in regions.items()]
+        if isinstance(result.get(WHOLE_TUMOUR), dict):
+            rows.append({"volume_id": volume_id, "region": WHOLE_TUMOUR, **result[WHOLE_TUMOUR]})
         if "error" in result:
             rows.append({"volume_id": volume_id, "error": result["error"]})
     path = folder / "brats_lesionwise.csv"

@@ -6,7 +6,7 @@ Per volume (MONAI's confusion-matrix metrics on the voxels that count): Dice (= 
 specificity and PPV. Rules, as in MONAI: a ratio with a zero denominator is NaN and means "undefined", which
 averages skip. On top of that, a volume with an empty ground truth gets ``dice = NaN`` (excluded from the Dice mean)
 while it still counts in specificity. Which voxels count is the caller's choice: by default only those inside the
-brain (source image > 0).
+brain (:func:`~anomalib_medclip.data.nifti.brain_mask`: source intensity > 0).
 
 Voxel AUROC and F1-max over all counted voxels of all volumes are binned (a fixed number of thresholds), so their
 memory does not grow with the number of voxels. The anomaly maps are anomalib's normalised maps,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from anomalib_medclip.data.nifti import image_to_slice, slice_to_image
+from anomalib_medclip.data.nifti import NiftiSpace, image_to_slice, slice_to_image
 from anomalib_medclip.utils import write_atomic
 
 __all__ = ["postprocess_volume", "remove_small_components", "stack_slices", "write_nifti"]
@@ -60,8 +60,19 @@ def remove_small_components(mask: np.ndarray, min_voxels: int = 0) -> np.ndarray
     return keep[labels]
 
 
-def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
-    """Write ``array`` (already in the source file's voxel order) with ``affine``, atomically."""
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, space: NiftiSpace | None = None) -> Path:
+    """Write ``array`` (already in the source file's voxel order) with ``affine``, atomically.
+
+    With the source's ``space`` the file keeps its qform and sform (matrices and codes) and its units, so viewers
+    place it in the same space as the scan (nibabel alone would write qform code 0 and units "unknown"). A source
+    with neither form coded keeps nibabel's default (``affine`` as an "aligned" sform), which is where ``nib.load``
+    placed the source.
+    """
     image = nib.Nifti1Image(array, affine)
     image.header.set_data_dtype(array.dtype)
+    if space is not None:
+        if space.qform_code or space.sform_code:
+            image.set_qform(space.qform, code=space.qform_code)
+            image.set_sform(space.sform, code=space.sform_code)
+        image.header.set_xyzt_units(*space.units)
     return write_atomic(path, lambda tmp: nib.save(image, tmp))

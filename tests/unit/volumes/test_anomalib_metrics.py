@@ -21,9 +21,8 @@ from anomalib_medclip.volumes.brats_official import write_brats_lesionwise
 
 
 def _volumes(rng: np.random.Generator) -> dict[int, dict[str, np.ndarray]]:
-    """Three volumes of 5 slices (8x8): random, empty ground truth, all-zero prediction; brain = inner square."""
-    brain = np.zeros((5, 8, 8), bool)
-    brain[:, 2:6, 1:7] = True
+    """Three volumes of 5 slices (8x8): random, empty ground truth, all-zero prediction; brain = a random blob."""
+    brain = rng.random((5, 8, 8)) > 0.3
     volumes = {}
     for index, kind in enumerate(("random", "empty", "zero")):
         gt = rng.random(brain.shape) > 0.7 if kind != "empty" else np.zeros(brain.shape, bool)
@@ -52,11 +51,12 @@ def _batches(volumes: dict, rng: np.random.Generator) -> list[MedSliceBatch]:
     batches = []
     for chunk in np.array_split(np.arange(len(rows)), 4):
         picked = [rows[i] for i in chunk]
-        brain = torch.tensor(np.stack([volumes[v]["brain"][z] for v, z in picked]))
-        image = (brain.float() * 0.8 - 0.5)[:, None].repeat(1, 3, 1, 1)  # normalised: background = slice minimum
+        brain = np.stack([volumes[v]["brain"][z] for v, z in picked])
+        native = torch.tensor(np.kron(brain, np.ones((1, 2, 2), bool)))  # served at twice the model's size
         batches.append(
             MedSliceBatch(
-                image=image,
+                image=torch.rand(len(picked), 3, 8, 8),  # the image no longer says which pixels are brain
+                brain_mask=native,
                 gt_mask=torch.tensor(np.stack([volumes[v]["gt"][z] for v, z in picked])),
                 pred_mask=torch.tensor(np.stack([volumes[v]["pred"][z] for v, z in picked])),
                 anomaly_map=torch.rand(len(picked), 8, 8),
@@ -106,16 +106,22 @@ def test_brats_lesionwise_table_with_the_package(tmp_path: Path, monkeypatch: py
     calls = []
 
     def evaluate(prediction: str, reference: str, subject: str, evaluator: object) -> dict:
+        """The shape of BraTS-evaluation's result for the mets config: one dict per region (et, rc, tc, wt)."""
         calls.append((prediction, reference, subject, evaluator))
-        return {"wt": {"global_bin_dsc": 0.5, "tp": 1}, "subject_name": subject}
+        if subject == "case_b":
+            return {"subject_name": subject, "error": "cannot read"}
+        regions = {name: {"global_bin_dsc": dsc, "tp": 1} for name, dsc in (("et", 0.1), ("rc", 0.0), ("tc", 0.2))}
+        return {**regions, "wt": {"global_bin_dsc": 0.5, "tp": 1}, "subject_name": subject}
 
     fake = SimpleNamespace(config_path=lambda name: f"/configs/{name}.yaml", evaluate_single_exam=evaluate)
     evaluator = SimpleNamespace(load_from_config=lambda path: f"evaluator({path})")
     monkeypatch.setitem(sys.modules, "brats_evaluation", fake)
     monkeypatch.setitem(sys.modules, "panoptica", SimpleNamespace(Panoptica_Evaluator=evaluator))
-    path = write_brats_lesionwise(tmp_path, [("case_a", "/data/a-seg.nii.gz")])
-    assert calls == [
-        (str(tmp_path / "case_a_pred_mask.nii.gz"), "/data/a-seg.nii.gz", "case_a", "evaluator(/configs/mets.yaml)")
-    ]
+    path = write_brats_lesionwise(tmp_path, [("case_a", "/data/a-seg.nii.gz"), ("case_b", "/data/b-seg.nii.gz")])
+    assert calls[0] == (
+        str(tmp_path / "case_a_pred_mask.nii.gz"), "/data/a-seg.nii.gz", "case_a", "evaluator(/configs/mets.yaml)"
+    )  # fmt: skip
     table = pd.read_csv(path)
-    assert table.to_dict("records") == [{"volume_id": "case_a", "region": "wt", "global_bin_dsc": 0.5, "tp": 1}]
+    assert table.region.dropna().tolist() == ["wt"]  # et/tc/rc of a binary prediction are meaningless: left out
+    assert table.iloc[0][["volume_id", "global_bin_dsc", "tp"]].tolist() == ["case_a", 0.5, 1]
+    assert table.iloc[1][["volume_id", "error"]].tolist() == ["case_b", "cannot read"]

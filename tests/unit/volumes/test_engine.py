@@ -65,6 +65,9 @@ class IntensityModel(AnomalibModule):
     def learning_type(self) -> LearningType:
         return LearningType.ZERO_SHOT
 
+    def describe(self) -> dict[str, Any]:
+        return {"learning_type": self.learning_type}
+
     @staticmethod
     def configure_post_processor() -> PostProcessor:
         return PostProcessor()
@@ -146,7 +149,9 @@ def test_summary_results_and_slice_images(run: tuple) -> None:
     assert summary["model"]["learning_type"] == "zero_shot"  # the protocol behind the numbers
     assert summary["data"]["ratios"] == {"test": 0.5, "val": 0.5, "train": 0.0}
     assert summary["data"]["seed"] == 0
+    assert summary["data"]["modality"] == "t2w"
     assert Path(summary["data"]["root"]).is_absolute()
+    assert summary["settings"] == VolumeEvaluator().settings
     assert summary["voxels_counted"].startswith("inside the brain")
     logged = results[0]
     assert logged["voxel_auroc"] == pytest.approx(summary["voxel_auroc"])

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +18,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from anomalib_medclip.data import MedSliceBatch
+from anomalib_medclip.data import DemoBraTS, MedSliceBatch
 from anomalib_medclip.data.nifti import read_volume, slice_to_image
 from anomalib_medclip.volumes import VolumeEvaluator
 
@@ -78,7 +80,9 @@ def cases(tmp_path: Path) -> dict[str, tuple[Path, Path, str]]:
     }
 
 
-def _run(tmp_path: Path, cases: dict, evaluator: VolumeEvaluator, expected: bool = True) -> tuple[list, tuple]:
+def _run(
+    tmp_path: Path, cases: dict, evaluator: VolumeEvaluator, expected: bool = True, datamodule: object = None
+) -> tuple[list, tuple]:
     """Feed all slices in a shuffled order; count volumes written vs complete after each batch."""
     rng = np.random.default_rng(5)
     items = []
@@ -87,7 +91,8 @@ def _run(tmp_path: Path, cases: dict, evaluator: VolumeEvaluator, expected: bool
             items.append((name, index, image, seg, z, slice_map))
     order = rng.permutation(len(items))  # shuffled slice order, volumes interleaved
     samples = pd.DataFrame({"volume_id": [i[0] for i in items]})
-    datamodule = SimpleNamespace(test_data=SimpleNamespace(samples=samples if expected else None))
+    datamodule = datamodule or SimpleNamespace()
+    datamodule.test_data = SimpleNamespace(samples=samples if expected else None)
     trainer = SimpleNamespace(
         default_root_dir=tmp_path / "run", datamodule=datamodule, is_global_zero=True, world_size=1
     )
@@ -149,6 +154,8 @@ def test_outputs_match_numpy_on_shuffled_slices(tmp_path: Path, cases: dict) -> 
     assert summary["volume_dice"]["n"] == 3
     assert summary["threshold_policy"] == "adaptive"
     assert summary["threshold"] == 0.5
+    assert summary["settings"] == VolumeEvaluator().settings
+    assert "hd95" not in summary
     assert dict(logged)["volume3d_dice"] == pytest.approx(table.dice.mean())
     assert {p.name for p in out.glob("*.png")} == {
         "dice_2d_vs_3d.png",
@@ -193,6 +200,87 @@ def test_threshold_policies_are_applied_and_reported(
 def test_invalid_policy() -> None:
     with pytest.raises(ValueError, match="threshold_policy='best'"):
         VolumeEvaluator(threshold_policy="best")  # type: ignore[arg-type]
+
+
+CHOICES = {
+    "threshold_policy": "fixed",
+    "threshold": 0.3,
+    "brain_only": False,
+    "smoothing_sigma": 1.5,
+    "min_component_voxels": 4,
+    "curve_thresholds": 10,
+    "hd95": True,
+    "brats_official": False,
+}
+
+
+def test_settings_are_exactly_the_constructor_arguments() -> None:
+    parameters = inspect.signature(VolumeEvaluator).parameters
+    assert VolumeEvaluator().settings == {name: p.default for name, p in parameters.items()}
+    evaluator = VolumeEvaluator(**CHOICES)
+    assert evaluator.settings == CHOICES
+    assert list(evaluator.settings) == list(parameters)
+    assert json.loads(json.dumps(evaluator.settings)) == evaluator.settings
+    assert VolumeEvaluator(**evaluator.settings).settings == evaluator.settings
+
+
+def test_configure_replaces_some_settings_in_place_and_they_apply(tmp_path: Path, cases: dict) -> None:
+    evaluator = VolumeEvaluator(hd95=True)
+    evaluator.configure(threshold_policy="fixed", threshold=0.25)
+    expected = {**VolumeEvaluator().settings, "hd95": True, "threshold_policy": "fixed", "threshold": 0.25}
+    assert evaluator.settings == expected
+    _run(tmp_path, cases, evaluator)
+    out = tmp_path / "run" / "volumes"
+    table = pd.read_csv(out / "metrics_per_volume.csv")
+    assert (table.threshold == 0.25).all()
+    assert "hd95" in table
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"] == expected
+    assert summary["hd95"].startswith("MONAI compute_hausdorff_distance, percentile 95, max of the two directed")
+    evaluator.configure(**CHOICES)
+    assert evaluator.settings == CHOICES
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("threshold_policy", "best"),
+        ("threshold", 1.5),
+        ("threshold", "0.5"),
+        ("smoothing_sigma", -1.0),
+        ("min_component_voxels", 2.5),
+        ("min_component_voxels", -1),
+        ("curve_thresholds", 1),
+        ("brain_only", 1),
+        ("hd95", "yes"),
+        ("brats_official", None),
+    ],
+)
+def test_invalid_settings_are_refused_by_name(option: str, value: object) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"{option}={value!r}")):
+        VolumeEvaluator(**{option: value})
+    evaluator = VolumeEvaluator(hd95=True)
+    with pytest.raises(ValueError, match=re.escape(f"{option}={value!r}")):
+        evaluator.configure(**{"min_component_voxels": 2, option: value})  # a valid change is not applied either
+    assert evaluator.settings == VolumeEvaluator(hd95=True).settings  # nothing changed
+
+
+def test_unknown_option_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"Unknown VolumeEvaluator option\(s\) \['thresold'\]"):
+        VolumeEvaluator().configure(thresold=0.3)
+
+
+def test_summary_describes_the_datamodule(tmp_path: Path, cases: dict) -> None:
+    """``data`` comes from the datamodule's own describe(): what defines the data and split, root made absolute."""
+    datamodule = DemoBraTS(root=tmp_path / "demo", modality="flair", seed=3, test_ratio=0.4)
+    _run(tmp_path, cases, VolumeEvaluator(), datamodule=datamodule)
+    summary = json.loads((tmp_path / "run" / "volumes" / "summary.json").read_text())
+    assert summary["data"]["class"] == "DemoBraTS"
+    assert summary["data"]["root"] == str((tmp_path / "demo").resolve())
+    assert summary["data"]["modality"] == "t2f"
+    assert summary["data"]["seed"] == 3
+    assert summary["data"]["ratios"] == {"test": 0.4, "val": 0.1, "train": pytest.approx(0.5)}
+    assert summary["model"] == {"class": "SimpleNamespace", "note": "describes no settings (no describe() method)"}
 
 
 def test_batches_without_volume_id_are_ignored(tmp_path: Path) -> None:

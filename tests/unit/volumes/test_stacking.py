@@ -9,13 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from anomalib_medclip.data.nifti import slice_to_image
+from anomalib_medclip.data.nifti import read_volume, slice_to_image, to_source_orientation
 from anomalib_medclip.utils import write_atomic
-from anomalib_medclip.volumes import remove_small_components, stack_slices
+from anomalib_medclip.volumes import remove_small_components, stack_slices, write_nifti
 
 
 def test_served_slices_stack_back_to_the_canonical_volume_in_any_order() -> None:
@@ -91,3 +92,24 @@ def test_plots_leave_the_matplotlib_backend_alone(tmp_path: Path) -> None:
         "dice_vs_distance.png",
         "lesion_size_vs_dice.png",
     }
+
+
+@pytest.mark.parametrize("codes", [(1, 1), (1, 0), (0, 2)])
+def test_written_maps_keep_the_source_space(tmp_path: Path, codes: tuple[int, int]) -> None:
+    """qform/sform codes and spatial units of the source survive; the affine nibabel reads back is the source's."""
+    affine = np.array([[0.0, -1.0, 0, 20], [-1.5, 0, 0, 30], [0, 0, 2.0, -5], [0, 0, 0, 1]])
+    source = nib.Nifti1Image(np.ones((4, 5, 6), np.float32), affine)
+    source.set_qform(affine, code=codes[0])
+    source.set_sform(affine, code=codes[1])
+    source.header.set_xyzt_units("mm", "sec")
+    nib.save(source, tmp_path / "scan.nii.gz")
+    volume = read_volume(tmp_path / "scan.nii.gz")
+    mask = to_source_orientation(np.zeros(volume.data.shape, np.uint8), volume.source_affine)
+    written = nib.load(write_nifti(tmp_path / "out" / "mask.nii.gz", mask, volume.source_affine, volume.space))
+    assert (int(written.header["qform_code"]), int(written.header["sform_code"])) == codes
+    assert written.header.get_xyzt_units() == ("mm", "sec")
+    assert np.allclose(written.affine, nib.load(tmp_path / "scan.nii.gz").affine)
+    assert np.allclose(written.affine, affine)
+    plain = nib.load(write_nifti(tmp_path / "out" / "plain.nii.gz", mask, volume.source_affine))
+    assert int(plain.header["qform_code"]) == 0  # what nibabel alone writes (the reason for ``space``)
+    assert plain.header.get_xyzt_units()[0] == "unknown"

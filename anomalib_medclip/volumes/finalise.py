@@ -1,0 +1,173 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""Finalising one volume: from its slice maps to a 3D score map, a prediction and its metrics, on arrays only.
+
+:func:`finalise_volume` is a pure function (no Lightning, no file access), so that the 3D rules can be tested and
+reused on arrays:
+
+1. stack the slice maps by ``slice_index`` onto the canonical grid (:func:`~anomalib_medclip.volumes.stack_slices`)
+   and apply the optional 3D smoothing;
+2. keep the voxels that count: inside the brain (:func:`~anomalib_medclip.data.nifti.brain_mask` of the source
+   intensities) with ``brain_only``, else all; the score map is 0 outside them;
+3. threshold by the policy (``oracle``: the per-volume Dice-optimal threshold on a 0.01 grid, an upper bound), then
+   remove components under ``min_component_voxels``;
+4. with ground truth, the per-volume metrics on the counted voxels (Dice, sensitivity, specificity, PPV, mean 2D
+   Dice, optional HD95) and the per-slice Dice with each slice's distance from the brain centre (for the plots).
+
+:func:`read_ground_truth` is the thin file-reading part (``seg > 0`` at native resolution).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anomalib_medclip.data.nifti import Volume, brain_mask, read_volume
+from anomalib_medclip.volumes.metrics import VolumeScores, dice_2d_mean, hd95, volume_scores
+from anomalib_medclip.volumes.settings import EvaluationSettings
+from anomalib_medclip.volumes.stacking import postprocess_volume, remove_small_components, stack_slices
+
+__all__ = ["VolumeResult", "finalise_volume", "oracle_threshold", "read_ground_truth"]
+
+ORACLE_GRID = np.linspace(0.0, 1.0, 101)
+
+
+@dataclass(frozen=True)
+class VolumeResult:
+    """One finalised volume, in canonical (RAS+) voxel order.
+
+    Attributes:
+        score: Stacked, post-processed anomaly map (float32), 0 outside the counted voxels.
+        pred: Predicted mask (bool), inside the counted voxels.
+        counted: Voxels that count (the brain with ``brain_only``, else all).
+        threshold: Threshold applied to ``score``.
+        spacing: Voxel sizes in mm.
+        gt: Ground truth (bool), or ``None`` for an unlabelled scan (then no metric below is set).
+        scores: Dice, sensitivity, specificity, PPV and voxel counts on the counted voxels.
+        dice_2d_mean: Mean 2D Dice over the slices with a counted lesion.
+        slice_dice: Per-slice 2D Dice ``(Z,)``, NaN on lesion-free slices.
+        slice_distance: Per-slice normalised axial distance from the brain centre ``(Z,)`` (0 centre, 1 brain edge).
+        hd95: MONAI's HD95 in mm (only with the ``hd95`` option).
+    """
+
+    score: np.ndarray
+    pred: np.ndarray
+    counted: np.ndarray
+    threshold: float
+    spacing: tuple[float, float, float]
+    gt: np.ndarray | None = None
+    scores: VolumeScores | None = None
+    dice_2d_mean: float = float("nan")
+    slice_dice: np.ndarray | None = None
+    slice_distance: np.ndarray | None = None
+    hd95: float | None = None
+
+    @property
+    def lesion_ml(self) -> float:
+        """Counted lesion volume in ml (NaN without ground truth)."""
+        if self.scores is None:
+            return float("nan")
+        return self.scores.lesion_voxels * float(np.prod(self.spacing)) / 1000.0
+
+    @property
+    def predicted_ml(self) -> float:
+        """Predicted anomalous volume in ml."""
+        return float(self.pred.sum() * np.prod(self.spacing) / 1000.0)
+
+    def metric_row(self) -> dict[str, Any]:
+        """The per-volume table's values (``volume_id`` and paths are the caller's)."""
+        if self.scores is None:
+            msg = "An unlabelled volume has no metrics; metric_row() needs a VolumeResult with ground truth."
+            raise ValueError(msg)
+        return {
+            "dice": self.scores.dice,
+            "sensitivity": self.scores.sensitivity,
+            "specificity": self.scores.specificity,
+            "ppv": self.scores.ppv,
+            "lesion_voxels": self.scores.lesion_voxels,
+            "predicted_voxels": self.scores.predicted_voxels,
+            "dice_2d_mean": self.dice_2d_mean,
+            "threshold": self.threshold,
+            **({"hd95": self.hd95} if self.hd95 is not None else {}),
+            "lesion_ml": self.lesion_ml,
+        }
+
+
+def oracle_threshold(score: np.ndarray, gt: np.ndarray) -> float:
+    """The threshold on a 0.01 grid in [0, 1] with the best Dice of ``score > t`` against ``gt`` (first if tied)."""
+    dice = [2 * (gt & (score > t)).sum() / max(gt.sum() + (score > t).sum(), 1) for t in ORACLE_GRID]
+    return float(ORACLE_GRID[int(np.argmax(dice))])
+
+
+def _slice_distance(brain: np.ndarray) -> np.ndarray:
+    """Per axial slice, ``|z - brain centre| / brain half-height`` (centre and extent of the non-empty slices)."""
+    zs = np.flatnonzero(brain.any(axis=(0, 1)))
+    centre, half = (zs.mean(), max((zs.max() - zs.min()) / 2, 1)) if zs.size else (0.0, 1.0)
+    return np.abs(np.arange(brain.shape[2]) - centre) / half
+
+
+def finalise_volume(
+    maps: Mapping[int, np.ndarray],
+    image: Volume,
+    gt: np.ndarray | None,
+    settings: EvaluationSettings,
+) -> VolumeResult:
+    """Stack, post-process, threshold and score one volume (see the module docstring).
+
+    Args:
+        maps: Slice anomaly maps by ``slice_index`` (served orientation, any resolution; normalised to [0, 1]).
+        image: The source scan (canonical orientation); its intensities define the brain.
+        gt: Canonical ground-truth mask of the same shape, or ``None`` for an unlabelled scan.
+        settings: The evaluation options.
+
+    Returns:
+        The :class:`VolumeResult`.
+
+    Raises:
+        ValueError: If ``gt`` and the image differ in shape, or a slice index is outside the volume.
+    """
+    shape = image.data.shape
+    if gt is not None and gt.shape != shape:
+        msg = f"Ground truth has shape {gt.shape} but the image {image.path} has {shape}; pass a mask on its grid."
+        raise ValueError(msg)
+    brain = brain_mask(image.data)
+    counted = brain if settings.brain_only else np.ones(shape, bool)
+    score = postprocess_volume(stack_slices(maps, shape), settings.smoothing_sigma)
+    if settings.brain_only:  # voxels outside the brain do not count; written as 0 (also makes the file small)
+        score = np.where(counted, score, np.float32(0))
+    oracle = settings.threshold_policy == "oracle" and gt is not None
+    threshold = oracle_threshold(score[counted], gt[counted]) if oracle else settings.base_threshold
+    pred = remove_small_components((score > threshold) & counted, settings.min_component_voxels)
+    result = VolumeResult(score=score, pred=pred, counted=counted, threshold=threshold, spacing=image.spacing)
+    if gt is None:
+        return result
+    mean_2d, per_slice = dice_2d_mean(pred, gt, counted)
+    return replace(
+        result,
+        gt=gt,
+        scores=volume_scores(pred, gt, counted),
+        dice_2d_mean=mean_2d,
+        slice_dice=per_slice,
+        slice_distance=_slice_distance(brain),
+        hd95=hd95(pred & counted, gt & counted, image.spacing) if settings.hd95 else None,
+    )
+
+
+def read_ground_truth(mask_path: str | Path, image: Volume) -> np.ndarray:
+    """Whole-tumour ground truth ``seg > 0`` of a segmentation file, canonical orientation, native resolution.
+
+    Raises:
+        ValueError: If the segmentation is not on the grid of ``image`` (the scan it belongs to).
+    """
+    gt = read_volume(mask_path, dtype=np.int32).data > 0
+    if gt.shape != image.data.shape:
+        msg = (
+            f"Segmentation {mask_path} has canonical shape {gt.shape}, its image {image.path} has "
+            f"{image.data.shape}; resample the segmentation onto the image's grid."
+        )
+        raise ValueError(msg)
+    return gt

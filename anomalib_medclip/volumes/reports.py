@@ -1,0 +1,137 @@
+# Copyright (C) 2026 anomalib-medclip developers
+# SPDX-License-Identifier: Apache-2.0
+"""Everything the 3D evaluation writes, from finalised volumes; every file atomically, under one folder.
+
+Per volume: ``<volume_id>_anomaly_map.nii.gz`` (float32) and ``<volume_id>_pred_mask.nii.gz`` (uint8) in the source
+file's voxel order, affine, qform/sform codes and units; for an unlabelled scan also ``<volume_id>.json`` (maximum
+slice score, predicted anomalous volume in ml, flagged slices). At the end of a labelled run:
+``metrics_per_volume.csv``, ``summary.json``, the study's plots and, when the optional package is there,
+``brats_lesionwise.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from anomalib_medclip.data.nifti import Volume, to_source_orientation
+from anomalib_medclip.utils import write_atomic
+from anomalib_medclip.volumes.brats_official import write_brats_lesionwise
+from anomalib_medclip.volumes.finalise import VolumeResult
+from anomalib_medclip.volumes.metrics import VoxelCurves
+from anomalib_medclip.volumes.plots import write_plots
+from anomalib_medclip.volumes.settings import EvaluationSettings
+from anomalib_medclip.volumes.stacking import write_nifti
+
+__all__ = ["CSV_COLUMNS", "HD95_DEFINITION", "NORMALISATION", "STATS", "VolumeReport"]
+
+NORMALISATION = (
+    "anomalib PostProcessor: min-max on the validation split, F1-adaptive threshold mapped to 0.5, clamped to [0, 1]"
+)
+HD95_DEFINITION = (
+    "MONAI compute_hausdorff_distance, percentile 95, max of the two directed distances, mm; the BraTS evaluator "
+    "pools both directions in voxel units, so values differ by design"
+)
+STATS = ("dice", "sensitivity", "specificity", "ppv", "dice_2d_mean")
+CSV_COLUMNS = (
+    "volume_id", "dice", "sensitivity", "specificity", "ppv", "lesion_voxels", "predicted_voxels", "dice_2d_mean",
+    "threshold",
+)  # fmt: skip
+
+
+def _mean_std(values: pd.Series) -> dict[str, float | int]:
+    """Mean and population std over the defined (non-NaN) values, and how many there were."""
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=0)), "n": int(values.notna().sum())}
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> Path:
+    text = json.dumps(payload, indent=2, default=str)
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+class VolumeReport:
+    """Writes the per-volume files as volumes are finalised, and keeps what the end-of-run tables need.
+
+    Args:
+        output: The ``volumes/`` folder.
+        settings: The evaluation options (recorded in ``summary.json``; they decide the optional columns).
+    """
+
+    def __init__(self, output: Path, settings: EvaluationSettings) -> None:
+        self.output = Path(output)
+        self.settings = settings
+        self._rows: list[dict[str, Any]] = []
+        self._slices: list[dict[str, Any]] = []
+        self._curves = VoxelCurves(settings.curve_thresholds, sync_on_compute=False)  # one process sees every voxel
+
+    def write_maps(self, volume_id: str, image: Volume, result: VolumeResult) -> None:
+        """``<volume_id>_anomaly_map.nii.gz`` and ``<volume_id>_pred_mask.nii.gz`` over the source scan."""
+        for kind, array in (("anomaly_map", result.score), ("pred_mask", result.pred.astype(np.uint8))):
+            source_order = to_source_orientation(array, image.source_affine)
+            write_nifti(self.output / f"{volume_id}_{kind}.nii.gz", source_order, image.source_affine, image.space)
+
+    def add(self, volume_id: str, mask_path: str, result: VolumeResult) -> None:
+        """Keep a labelled volume's table row, lesion-slice rows and voxels for the curves."""
+        self._rows.append({"volume_id": volume_id, **result.metric_row(), "mask_path": mask_path})
+        self._curves.update(torch.from_numpy(result.score[result.counted]), torch.from_numpy(result.gt[result.counted]))
+        for z in np.flatnonzero(~np.isnan(result.slice_dice)):
+            self._slices.append(
+                {
+                    "volume_id": volume_id,
+                    "z": int(z),
+                    "dice_2d": float(result.slice_dice[z]),
+                    "distance": float(result.slice_distance[z]),
+                }
+            )
+
+    def write_scan_report(self, volume_id: str, slice_scores: dict[int, float], result: VolumeResult) -> Path:
+        """``<volume_id>.json`` for an unlabelled scan."""
+        report = {
+            "volume_id": volume_id,
+            "max_slice_score": max(slice_scores.values()) if slice_scores else None,
+            "anomalous_volume_ml": result.predicted_ml,
+            "slices_flagged": [int(z) for z in np.flatnonzero(result.pred.any(axis=(0, 1)))],
+            "threshold": result.threshold,
+            "normalisation": NORMALISATION,
+        }
+        return _write_json(self.output / f"{volume_id}.json", report)
+
+    def table(self) -> pd.DataFrame:
+        """Per-volume rows sorted by ``volume_id``: the same table whatever order (or process) finished them."""
+        return pd.DataFrame(self._rows).sort_values("volume_id", kind="stable", ignore_index=True)
+
+    def summary(self, model: dict[str, Any], data: dict[str, Any]) -> dict[str, Any] | None:
+        """``summary.json``'s content, with the model's and datamodule's descriptions; ``None`` without volumes."""
+        if not self._rows:
+            return None
+        table, settings = self.table(), self.settings
+        oracle = settings.threshold_policy == "oracle"
+        return {
+            **{f"volume_{stat}": _mean_std(table[stat]) for stat in STATS},
+            **{key: float(value) for key, value in self._curves.compute().items()},
+            "threshold_policy": settings.threshold_policy,
+            "threshold": "per volume (oracle upper bound)" if oracle else settings.base_threshold,
+            "normalisation": NORMALISATION,
+            "voxels_counted": "inside the brain (source intensity > 0)" if settings.brain_only else "all voxels",
+            "empty_ground_truth": "excluded from Dice, counted in specificity",
+            **({"hd95": HD95_DEFINITION} if settings.hd95 else {}),
+            "settings": settings.as_dict(),
+            "model": model,
+            "data": data,
+            "volumes": len(table),
+        }
+
+    def write(self, summary: dict[str, Any]) -> None:
+        """The end-of-run files: table, summary, plots and the optional official lesion-wise table."""
+        table = self.table()
+        columns = [*CSV_COLUMNS, *(["hd95"] if self.settings.hd95 else [])]
+        write_atomic(self.output / "metrics_per_volume.csv", lambda tmp: table[columns].to_csv(tmp, index=False))
+        _write_json(self.output / "summary.json", summary)
+        write_plots(self.output, table, pd.DataFrame(self._slices))
+        if self.settings.brats_official:
+            write_brats_lesionwise(self.output, table[["volume_id", "mask_path"]].itertuples(index=False))
