@@ -147,7 +147,8 @@ def test_torch_export_predicts_like_the_model(name: str, tiny_model, tmp_path: P
 def test_volume_evaluator_is_a_constructor_component(name: str, tiny_model, tmp_path: Path) -> None:
     default = tiny_model(name)
     assert isinstance(default.configure_callbacks()[-1], VolumeEvaluator)
-    assert not any(isinstance(c, VolumeEvaluator) for c in tiny_model(name, volume_evaluator=False).configure_callbacks())
+    switched_off = tiny_model(name, volume_evaluator=False).configure_callbacks()
+    assert not any(isinstance(c, VolumeEvaluator) for c in switched_off)
 
     model = tiny_model(name, volume_evaluator=VolumeEvaluator(threshold_policy="oracle", hd95=True))
     assert model.hparams.volume_evaluator == model.volume_evaluator.settings
