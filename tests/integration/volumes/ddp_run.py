@@ -26,7 +26,7 @@ def main(data: str, out: str, devices: int, precision: str = "32-true") -> None:
     """Test the model on ``data`` with ``devices`` CPU processes; results under ``out``."""
     torch.set_num_threads(1)  # the same arithmetic in every process and in the single-process reference
     evaluator = Evaluator(test_metrics=[*VanillaCLIP.configure_evaluator().test_metrics, *volume_metrics()])
-    model = VanillaCLIP("ViT-B-16", None, image_size=32, evaluator=evaluator)
+    model = VanillaCLIP("ViT-tiny-test", None, image_size=32, evaluator=evaluator)
     datamodule = BraTS(data, eval_batch_size=3, num_workers=0, test_ratio=0.5, val_ratio=0.25)
     engine = Engine(
         accelerator="cpu",

@@ -49,19 +49,6 @@ def _batches(samples: pd.DataFrame, rank: int, replicas: int = 2) -> list[list[i
     return list(VolumeBatchSampler(samples, 3, num_workers=2, sampler=sampler))
 
 
-@pytest.mark.parametrize("lengths", [[8, 7, 9], [5], [4, 4, 4, 4]])
-def test_sampler_shards_volume_batches_without_repeats(lengths: list[int]) -> None:
-    paths = [f"v{i}.nii.gz" for i, n in enumerate(lengths) for _ in range(n)]
-    samples = pd.DataFrame({"image_path": paths})
-    ranks = [_batches(samples, rank) for rank in range(2)]
-    served = [i for batches in ranks for batch in batches for i in batch]
-    assert sorted(served) == list(range(len(paths)))  # every slice once: no DistributedSampler padding
-    assert abs(len(ranks[0]) - len(ranks[1])) <= 1
-    assert all(len({paths[i] for i in batch}) == 1 for batches in ranks for batch in batches)
-    shared = {paths[i] for b in ranks[0] for i in b} & {paths[i] for b in ranks[1] for i in b}
-    assert len(shared) <= 1  # contiguous runs: only the volume at the cut is split
-
-
 def _files(root: Path) -> dict[str, Path]:
     (folder,) = {p.parent.parent for p in root.rglob("volumes/summary.json")}
     return {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file() and p.suffix != ".ckpt"}
