@@ -47,7 +47,7 @@ class _TestTimer(Callback):
         self.slices += len(batch.image)
 
     def on_test_end(self, trainer, pl_module) -> None:
-        del pl_module
+        del trainer, pl_module
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.seconds = time.perf_counter() - self.start

@@ -209,7 +209,7 @@ def bench_ano_vl(root: Path, weights: Path, state: dict, repeats: int) -> None:
     vendored = importlib.util.module_from_spec(spec)
     sys.modules["anovl_open_clip"] = vendored
     spec.loader.exec_module(vendored)
-    sys.modules.setdefault("tabulate", types.SimpleNamespace(tabulate=lambda *a, **k: ""))
+    sys.modules.setdefault("tabulate", types.SimpleNamespace(tabulate=lambda *_args, **_kwargs: ""))
     model_py, ensemble, utils, vl_test = _import(root, "model", "prompt_ensemble", "utils", "vl_test")
     model = vendored.create_model("ViT-B-16", 224, pretrained=None)
     model.load_state_dict(state)

@@ -387,7 +387,7 @@ class CLIPBackbone(nn.Module):
                 source = vv if vv is not None else x
                 patches.append(source[:, 1:n_base])
                 classes.append(source[:, 0])
-        pooled, _ = visual._pool(x[:, :n_base])
+        pooled, _ = visual._pool(x[:, :n_base])  # noqa: SLF001  open_clip's own pooling, as encode_image
         return VisualFeatures(pooled @ visual.proj, patches, classes, x[:, 0])
 
     def project_tokens(self, tokens: torch.Tensor) -> torch.Tensor:

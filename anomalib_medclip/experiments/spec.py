@@ -88,6 +88,28 @@ def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _check_setup(name: str, setup: dict[str, Any], raw: dict[str, Any], where: str) -> None:
+    """Refuse a setup without tasks, or naming models or datasets the grid does not define."""
+    if not setup.get("tasks"):
+        msg = f"Setup '{name}' of the {where} lists no tasks."
+        raise ValueError(msg)
+    for model in setup.get("models", []):
+        if model not in raw["models"]:
+            msg = f"Setup '{name}' of the {where} names model '{model}', not in models {list(raw['models'])}."
+            raise ValueError(msg)
+    for task in setup["tasks"]:
+        for dataset in str(task).split(_ARROW):
+            if dataset.strip() not in raw["datasets"]:
+                msg = (
+                    f"Task '{task}' of setup '{name}' in the {where} names dataset '{dataset.strip()}', "
+                    f"not in datasets {list(raw['datasets'])}."
+                )
+                raise ValueError(msg)
+    if setup.get("calibrate", "test") not in {"test", "train"}:
+        msg = f"Setup '{name}': calibrate={setup['calibrate']!r}; expected 'test' or 'train'."
+        raise ValueError(msg)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One run of the grid: a model in a setup on a task with one seed.
@@ -187,24 +209,7 @@ class GridSpec:
                 msg = f"The {where} has no '{key}'; see configs/README.md for the grid format."
                 raise ValueError(msg)
         for name, setup in raw["setups"].items():
-            if not setup.get("tasks"):
-                msg = f"Setup '{name}' of the {where} lists no tasks."
-                raise ValueError(msg)
-            for model in setup.get("models", []):
-                if model not in raw["models"]:
-                    msg = f"Setup '{name}' of the {where} names model '{model}', not in models {list(raw['models'])}."
-                    raise ValueError(msg)
-            for task in setup["tasks"]:
-                for dataset in str(task).split(_ARROW):
-                    if dataset.strip() not in raw["datasets"]:
-                        msg = (
-                            f"Task '{task}' of setup '{name}' in the {where} names dataset '{dataset.strip()}', "
-                            f"not in datasets {list(raw['datasets'])}."
-                        )
-                        raise ValueError(msg)
-            if setup.get("calibrate", "test") not in {"test", "train"}:
-                msg = f"Setup '{name}': calibrate={setup['calibrate']!r}; expected 'test' or 'train'."
-                raise ValueError(msg)
+            _check_setup(name, setup, raw, where)
         table = raw.get("table", {})
         unknown = (set(table.get("rows", [])) | set(table.get("columns", []))) - set(TABLE_KEYS)
         if unknown:

@@ -59,6 +59,25 @@ def _ordered(records: pd.DataFrame, keys: list[str]) -> list[tuple[str, ...]]:
     return list(dict.fromkeys(tuple(row) for row in records[keys].itertuples(index=False)))
 
 
+def _statistics(name: str, values: pd.Series) -> dict[str, float | int]:
+    """Mean, sample std (NaN below two values) and count of one metric over the finished seeds of a cell."""
+    return {
+        f"{name} mean": float(values.mean()) if len(values) else math.nan,
+        f"{name} std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+        f"{name} n": len(values),
+    }
+
+
+def _cells(
+    records: pd.DataFrame, keys: list[str], key_values: tuple[str, ...], within: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The records (of ``within``, default all) whose ``keys`` take ``key_values``."""
+    selected = records if within is None else within
+    for key, value in zip(keys, key_values, strict=True):
+        selected = selected[selected[key] == value]
+    return selected
+
+
 def summarise(spec: GridSpec, records: pd.DataFrame) -> pd.DataFrame:
     """The paper-layout table: per row key and (column key, metric) the mean, std, seeds done and failed."""
     table = spec.table
@@ -68,35 +87,33 @@ def summarise(spec: GridSpec, records: pd.DataFrame) -> pd.DataFrame:
     reported: set[str] = set()  # "<prefix> <metric>" names some finished cell reports
     for row_key in _ordered(records, rows):
         entry: dict[str, Any] = dict(zip(rows, row_key, strict=True))
-        in_row = records
-        for key, value in zip(rows, row_key, strict=True):
-            in_row = in_row[in_row[key] == value]
+        in_row = _cells(records, rows, row_key)
         for column_key in _ordered(records, columns):
-            group = in_row
-            for key, value in zip(columns, column_key, strict=True):
-                group = group[group[key] == value]
+            group = _cells(records, columns, column_key, within=in_row)
             if group.empty:
                 continue
             prefix = _label(column_key)
             done = group[group.status == "ok"]
             for display, key in metrics.items():
-                values = done[key].dropna() if key in done else pd.Series(dtype=float)
                 name = f"{prefix} {display}".strip()
-                entry[f"{name} mean"] = float(values.mean()) if len(values) else math.nan
-                entry[f"{name} std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-                entry[f"{name} n"] = len(values)
-                if len(values):
+                entry.update(_statistics(name, done[key].dropna() if key in done else pd.Series(dtype=float)))
+                if entry[f"{name} n"]:
                     reported.add(name)
             if len(done):
                 finished.add(prefix)
             entry[f"{prefix} failed".strip()] = int((group.status == "failed").sum())
             entry[f"{prefix} seeds".strip()] = len(group)
         out.append(entry)
-    frame = pd.DataFrame(out)
-    # A metric no finished cell of its column reports (pixel AUROC of a classification set) is dropped.
-    for column_key in _ordered(records, columns):
+    return _drop_unreported(pd.DataFrame(out), records, spec, finished, reported)
+
+
+def _drop_unreported(
+    frame: pd.DataFrame, records: pd.DataFrame, spec: GridSpec, finished: set[str], reported: set[str]
+) -> pd.DataFrame:
+    """Drop a metric no finished cell of its column reports (pixel AUROC of a classification set)."""
+    for column_key in _ordered(records, spec.table["columns"]):
         prefix = _label(column_key)
-        for display in metrics:
+        for display in spec.table["metrics"]:
             name = f"{prefix} {display}".strip()
             if prefix in finished and name not in reported and f"{name} n" in frame:
                 frame = frame.drop(columns=[f"{name} mean", f"{name} std", f"{name} n"])

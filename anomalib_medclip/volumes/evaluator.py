@@ -99,18 +99,22 @@ class VolumeEvaluator(Callback):
     # ------------------------------------------------------------------ Lightning hooks
     def on_test_start(self, trainer: Any, pl_module: Any) -> None:
         """Reset, and learn how many slices each test volume has from the datamodule."""
+        del pl_module
         self._start(trainer)
 
     def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
         """Reset, and learn how many slices each volume has from the datamodule."""
+        del pl_module
         self._start(trainer)
 
     def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
         """Buffer the batch's slices; finalise every volume that is complete (rank 0)."""
+        del pl_module, outputs, args
         self._collect(trainer, batch, labelled=True)
 
     def on_predict_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
         """Buffer the batch's slices; finalise every volume that is complete (rank 0)."""
+        del pl_module, outputs, args
         self._collect(trainer, batch, labelled=False)
 
     def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -134,6 +138,7 @@ class VolumeEvaluator(Callback):
 
     def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Finalise what is left."""
+        del pl_module
         self._finalise_rest(trainer, labelled=False)
 
     # ------------------------------------------------------------------ wiring

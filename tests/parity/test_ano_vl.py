@@ -40,7 +40,9 @@ def original(original_repo, import_original) -> SimpleNamespace:
     vendored = importlib.util.module_from_spec(spec)
     sys.modules["anovl_open_clip"] = vendored
     spec.loader.exec_module(vendored)
-    sys.modules.setdefault("tabulate", types.SimpleNamespace(tabulate=lambda *a, **k: ""))  # metrics table only
+    sys.modules.setdefault(
+        "tabulate", types.SimpleNamespace(tabulate=lambda *_args, **_kwargs: "")
+    )  # metrics table only
     modules = import_original(root, "model", "prompt_ensemble", "utils", "vl_test")
     torch.manual_seed(0)
     state = open_clip.create_model("ViT-B-16", pretrained=None).state_dict()
@@ -79,7 +81,7 @@ def _original_map(original: SimpleNamespace, ours: AnoVLModel, image: torch.Tens
         optimizer = torch.optim.AdamW(adapter.parameters(), 1e-3)
         draws = iter(ours.tta_noise(tokens.shape[1]))
         real_normal = torch.normal
-        torch.normal = lambda mean, std, shape: next(draws).reshape(shape)
+        torch.normal = lambda _mean, _std, shape: next(draws).reshape(shape)
         try:
             for _ in range(5):
                 adapted = adapter(vl_test.resize_tokens(tokens))

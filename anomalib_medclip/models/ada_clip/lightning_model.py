@@ -28,7 +28,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode, config_activation
+from anomalib_medclip.backbones import Activation, PosEmbedMode, config_activation
 from anomalib_medclip.models.ada_clip.torch_model import AdaCLIPModel
 from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
 from anomalib_medclip.models.components.losses import MapLoss, focal_loss
@@ -95,25 +95,25 @@ class AdaCLIP(MedCLIPModuleMixin, AnomalibModule):
             pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer,
             volume_evaluator=volume_evaluator,
         )  # fmt: skip
+        self.model = self.build_model(
+            lambda clip: AdaCLIPModel(
+                clip, layers if layers is not None else quarter_layers(clip.visual_depth),
+                prompt_length=prompt_length, prompt_depth=prompt_depth, prompting_branch=prompting_branch,
+                prompting_type=prompting_type, use_hsf=use_hsf, k_clusters=k_clusters, hsf_seed=hsf_seed,
+                smoothing_sigma=smoothing_sigma, fp16_prompt_rounding=fp16_prompt_rounding,
+            )
+        )  # fmt: skip
         if official_checkpoint is not None:
             self.model.load_official_checkpoint(official_checkpoint)
         self.object_name = object_name
         self.map_loss = MapLoss.reference(normal_dice=True)
-
-    def build_model(self, backbone: CLIPBackbone) -> AdaCLIPModel:
-        """Static/dynamic prompts, projections and HSF on the frozen backbone (initialised from ``seed``)."""
-        hp = self.hparams
-        return AdaCLIPModel(
-            backbone, tuple(hp.layers) if hp.layers is not None else quarter_layers(backbone.visual_depth),
-            prompt_length=hp.prompt_length, prompt_depth=hp.prompt_depth, prompting_branch=hp.prompting_branch,
-            prompting_type=hp.prompting_type, use_hsf=hp.use_hsf, k_clusters=hp.k_clusters, hsf_seed=hp.hsf_seed,
-            smoothing_sigma=hp.smoothing_sigma, fp16_prompt_rounding=hp.fp16_prompt_rounding,
-        )  # fmt: skip
+        self.official_checkpoint = official_checkpoint
+        self.lr, self.weight_decay = lr, weight_decay
 
     @property
     def is_trainable(self) -> bool:
         """Unless the original's released weights are loaded (``official_checkpoint``): then zero-shot."""
-        return self.hparams.official_checkpoint is None
+        return self.official_checkpoint is None
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Focal loss of the image probabilities plus the map losses of every layer (image term only without masks)."""
@@ -130,5 +130,5 @@ class AdaCLIP(MedCLIPModuleMixin, AnomalibModule):
         if not self.is_trainable:
             return None
         return torch.optim.AdamW(
-            self.learnable_parameters(), lr=self.hparams.lr, betas=(0.5, 0.999), weight_decay=self.hparams.weight_decay
+            self.learnable_parameters(), lr=self.lr, betas=(0.5, 0.999), weight_decay=self.weight_decay
         )

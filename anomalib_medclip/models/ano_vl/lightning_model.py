@@ -21,7 +21,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
+from anomalib_medclip.backbones import Activation, PosEmbedMode
 from anomalib_medclip.models.ano_vl.torch_model import AnoVLModel
 from anomalib_medclip.models.components import MedCLIPModuleMixin
 from anomalib_medclip.volumes import VolumeEvaluator
@@ -77,15 +77,13 @@ class AnoVL(MedCLIPModuleMixin, AnomalibModule):
             pos_embed_mode=pos_embed_mode, seed=seed, pre_processor=pre_processor, post_processor=post_processor,
             evaluator=evaluator, visualizer=visualizer, volume_evaluator=volume_evaluator,
         )  # fmt: skip
-        self.object_name = object_name
-
-    def build_model(self, backbone: CLIPBackbone) -> AnoVLModel:
-        """Value-value stream, domain-aware prompts and test-time adaptation on the frozen backbone."""
-        hp = self.hparams
-        return AnoVLModel(
-            backbone, domains=hp.domains, vv_from=hp.vv_from, augmented_score=hp.augmented_score,
-            tta_steps=hp.tta_steps, tta_lr=hp.tta_lr, tta_noise_std=hp.tta_noise_std, tta_seed=hp.tta_seed,
+        self.model = self.build_model(
+            lambda clip: AnoVLModel(
+                clip, domains=domains, vv_from=vv_from, augmented_score=augmented_score, tta_steps=tta_steps,
+                tta_lr=tta_lr, tta_noise_std=tta_noise_std, tta_seed=tta_seed,
+            )
         )  # fmt: skip
+        self.object_name = object_name
 
     @property
     def is_trainable(self) -> bool:

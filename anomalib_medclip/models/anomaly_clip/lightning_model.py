@@ -28,7 +28,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
+from anomalib_medclip.backbones import Activation, PosEmbedMode
 from anomalib_medclip.models.anomaly_clip.torch_model import AnomalyCLIPModel
 from anomalib_medclip.models.components import MedCLIPModuleMixin
 from anomalib_medclip.models.components.losses import MapLoss
@@ -90,22 +90,22 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
             pos_embed_mode=pos_embed_mode, seed=seed, pre_processor=pre_processor, post_processor=post_processor,
             evaluator=evaluator, visualizer=visualizer, volume_evaluator=volume_evaluator,
         )  # fmt: skip
+        self.model = self.build_model(
+            lambda clip: AnomalyCLIPModel(
+                clip, n_ctx=n_ctx, deep_length=deep_length, deep_depth=deep_depth, map_layers=map_layers,
+                vv_from=vv_from, smoothing_sigma=smoothing_sigma, fp16_prompt_rounding=fp16_prompt_rounding,
+            )
+        )  # fmt: skip
         if official_checkpoint is not None:
             self.model.load_official_checkpoint(official_checkpoint)
         self.map_loss = MapLoss.reference(normal_dice=True)
-
-    def build_model(self, backbone: CLIPBackbone) -> AnomalyCLIPModel:
-        """Object-agnostic prompts (initialised from ``seed``) and the V-V path on the frozen backbone."""
-        hp = self.hparams
-        return AnomalyCLIPModel(
-            backbone, n_ctx=hp.n_ctx, deep_length=hp.deep_length, deep_depth=hp.deep_depth, map_layers=hp.map_layers,
-            vv_from=hp.vv_from, smoothing_sigma=hp.smoothing_sigma, fp16_prompt_rounding=hp.fp16_prompt_rounding,
-        )  # fmt: skip
+        self.official_checkpoint = official_checkpoint
+        self.lr, self.map_loss_weight = lr, map_loss_weight
 
     @property
     def is_trainable(self) -> bool:
         """Unless the original's released prompts are loaded (``official_checkpoint``): then zero-shot."""
-        return self.hparams.official_checkpoint is None
+        return self.official_checkpoint is None
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Image cross-entropy plus the weighted map losses (image term only for batches without masks)."""
@@ -113,7 +113,7 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
         logits, probs = self.model.forward_train(batch.image)
         loss = F.cross_entropy(logits, batch.gt_label.long())
         if (map_loss := self.layer_map_loss(probs, batch)) is not None:
-            loss = loss + self.hparams.map_loss_weight * map_loss
+            loss = loss + self.map_loss_weight * map_loss
         self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
         return loss
 
@@ -121,4 +121,4 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
         """Adam over the prompts (betas of the original); nothing to train with an official checkpoint."""
         if not self.is_trainable:
             return None
-        return torch.optim.Adam(self.learnable_parameters(), lr=self.hparams.lr, betas=(0.5, 0.999))
+        return torch.optim.Adam(self.learnable_parameters(), lr=self.lr, betas=(0.5, 0.999))

@@ -34,7 +34,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode, config_activation, native_image_size
+from anomalib_medclip.backbones import Activation, PosEmbedMode, config_activation, native_image_size
 from anomalib_medclip.models.april_gan.torch_model import AprilGANModel
 from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
 from anomalib_medclip.models.components.losses import MapLoss
@@ -116,37 +116,38 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
             pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer,
             volume_evaluator=volume_evaluator,
         )  # fmt: skip
+        self.model = self.build_model(
+            lambda clip: AprilGANModel(
+                clip,
+                tuple(layers) if layers is not None else quarter_layers(clip.visual_depth),
+                few_shot_layers,
+                smoothing_sigma=smoothing_sigma,
+            )
+        )
         if official_checkpoint is not None:
             self.model.load_official_checkpoint(official_checkpoint)
         self.object_name = object_name
         self.map_loss = MapLoss.reference(normal_dice=False)
-
-    def build_model(self, backbone: CLIPBackbone) -> AprilGANModel:
-        """Linear adapters on the tapped layers (initialised from ``seed``), the memory bank's layers."""
-        layers = self.hparams.layers
-        return AprilGANModel(
-            backbone,
-            tuple(layers) if layers is not None else quarter_layers(backbone.visual_depth),
-            self.hparams.few_shot_layers,
-            smoothing_sigma=self.hparams.smoothing_sigma,
-        )
+        self.official_checkpoint = official_checkpoint
+        self.k_shot, self.reference_seed, self.fuse_image_score = k_shot, reference_seed, fuse_image_score
+        self.lr = lr
 
     @property
     def is_trainable(self) -> bool:
         """Unless the original's released adapters are loaded (``official_checkpoint``): then zero- or few-shot."""
-        return self.hparams.official_checkpoint is None
+        return self.official_checkpoint is None
 
     @property
     def learning_type(self) -> LearningType:
         """ONE_CLASS (= trainable, so anomalib calls ``fit``) without an official checkpoint; else zero/few-shot."""
         if self.is_trainable:
             return LearningType.ONE_CLASS
-        return LearningType.FEW_SHOT if self.hparams.k_shot else LearningType.ZERO_SHOT
+        return LearningType.FEW_SHOT if self.k_shot else LearningType.ZERO_SHOT
 
     # ------------------------------------------------------------------ few-shot set-up
     def prepare_few_shot(self) -> None:
         """With ``k_shot > 0``: the memory bank of the reference images (once; a checkpoint restores it)."""
-        if self.hparams.k_shot and not self.model.few_shot:
+        if self.k_shot and not self.model.few_shot:
             self.model.setup_memory(self.reference_images())
 
     def _transform(self, images: torch.Tensor) -> torch.Tensor:
@@ -162,11 +163,11 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
             msg = "k_shot > 0 needs a datamodule with a training split to draw normal reference images from."
             raise ValueError(msg)
         normal = torch.from_numpy(np.flatnonzero(dataset.samples["label_index"].to_numpy() == 0))
-        if len(normal) < self.hparams.k_shot:
-            msg = f"k_shot={self.hparams.k_shot}, but the training split has only {len(normal)} normal images."
+        if len(normal) < self.k_shot:
+            msg = f"k_shot={self.k_shot}, but the training split has only {len(normal)} normal images."
             raise ValueError(msg)
-        generator = torch.Generator().manual_seed(self.hparams.reference_seed)
-        chosen = normal[torch.randperm(len(normal), generator=generator)[: self.hparams.k_shot]].sort().values
+        generator = torch.Generator().manual_seed(self.reference_seed)
+        chosen = normal[torch.randperm(len(normal), generator=generator)[: self.k_shot]].sort().values
         images = [self._transform(dataset[int(index)].image.unsqueeze(0).to(self.device)) for index in chosen]
         return torch.cat(images)
 
@@ -192,13 +193,13 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
     def on_validation_start(self) -> None:
         """Memory bank, then the score-fusion range on the validation split (the adapters may have changed)."""
         self.prepare_few_shot()
-        if self.hparams.k_shot and self.hparams.fuse_image_score:
+        if self.k_shot and self.fuse_image_score:
             self.calibrate_score_fusion(self.trainer.val_dataloaders)
 
     def on_test_start(self) -> None:
         """Memory bank (unless restored from the checkpoint); warn when the score fusion has no range."""
         self.prepare_few_shot()
-        if self.hparams.k_shot and self.hparams.fuse_image_score and not self.model.score_range.numel():
+        if self.k_shot and self.fuse_image_score and not self.model.score_range.numel():
             logger.warning("No validation range for the few-shot score fusion: image scores are zero-shot only.")
 
     def on_predict_start(self) -> None:
@@ -221,7 +222,7 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
         """Adam over the adapters only (betas of the original); nothing to train with an official checkpoint."""
         if not self.is_trainable:
             return None
-        return torch.optim.Adam(self.model.fc.parameters(), lr=self.hparams.lr, betas=(0.5, 0.999))
+        return torch.optim.Adam(self.model.fc.parameters(), lr=self.lr, betas=(0.5, 0.999))
 
 
 class VAND(AprilGAN, AnomalibModule):

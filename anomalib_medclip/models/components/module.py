@@ -4,12 +4,13 @@
 
 A model is ``class X(MedCLIPModuleMixin, AnomalibModule)`` (a *direct* ``AnomalibModule`` subclass, which anomalib's
 ``get_model`` requires). It lists its own constructor arguments (their defaults are the method's, and the stock CLI
-shows them), passes the shared ones to ``super().__init__`` and implements :meth:`MedCLIPModuleMixin.build_model`.
-The mixin does the rest, the same way for every model:
+shows them), passes the shared ones to ``super().__init__``, then builds its torch model with
+``self.model = self.build_model(lambda backbone: TorchModel(backbone, ...))``. The mixin does the rest, the same way
+for every model:
 
 - builds the shared :class:`~anomalib_medclip.backbones.CLIPBackbone` and a pre-processor for it (resize, the
-  normalisation of its weights), then the torch model through ``build_model`` under the model's ``seed``, so that
-  the initialisation of its learnable parts is part of its identity;
+  normalisation of its weights); :meth:`MedCLIPModuleMixin.build_model` hands that backbone to the model's factory
+  under the model's ``seed``, so that the initialisation of its learnable parts is part of its identity;
 - the text lifecycle (:class:`~anomalib_medclip.models.components.text.PromptedModel`): Lightning's ``setup`` hook
   sets up the prompts for every stage (fit, validate, test, predict) with the object phrase of the model's
   ``object_name``, else the datamodule's, else ``"object"`` (warned); checkpoints record the phrase and the model
@@ -26,9 +27,9 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from anomalib import LearningType
@@ -52,6 +53,7 @@ __all__ = ["MedCLIPModuleMixin"]
 logger = logging.getLogger(__name__)
 
 _MODEL_KEY = "anomalib_medclip_model"
+ModelT = TypeVar("ModelT", bound=PromptedModel)
 
 
 def _volume_evaluator(value: VolumeEvaluator | Mapping[str, Any] | bool) -> VolumeEvaluator | None:
@@ -85,7 +87,7 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
     """
 
     model: PromptedModel
-    """The torch model, built by :meth:`build_model`."""
+    """The torch model (``self.model = self.build_model(factory)`` in the model's ``__init__``)."""
     object_name: str | None = None
     """Object phrase the user gave (``None``: the datamodule's). Models whose prompts name the object set it."""
     map_loss: nn.Module
@@ -123,13 +125,21 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
         self._volume_evaluator_given = volume_evaluator is not True
         self.volume_evaluator = _volume_evaluator(volume_evaluator)
         self._store_volume_settings()
-        with torch.random.fork_rng(devices=[]):  # the learnable parts' initialisation is part of the identity
-            torch.manual_seed(seed)
-            self.model = self.build_model(clip)
+        self._new_backbone = [clip]  # in a list: not registered as a submodule until the torch model holds it
+        self._seed = seed
 
-    @abstractmethod
-    def build_model(self, backbone: CLIPBackbone) -> PromptedModel:
-        """The torch model on ``backbone``, from the model's settings (``self.hparams``); called under its seed."""
+    def build_model(self, factory: Callable[[CLIPBackbone], ModelT]) -> ModelT:
+        """``factory(backbone)`` on the backbone built for this model, under the model's seed (once).
+
+        The seed makes the initialisation of the learnable parts part of the model's identity: the same settings
+        give the same model, which slim checkpoints and the reference ports' parity rely on.
+        """
+        if not self._new_backbone:
+            msg = f"{type(self).__name__}.build_model can be called once, in __init__."
+            raise RuntimeError(msg)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed)
+            return factory(self._new_backbone.pop())
 
     @property
     @abstractmethod

@@ -26,7 +26,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
+from anomalib_medclip.backbones import Activation, PosEmbedMode
 from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
 from anomalib_medclip.models.components.losses import MapLoss
 from anomalib_medclip.models.cross_modal_clip.torch_model import MedCrossModalCLIPModel
@@ -84,18 +84,17 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
             pos_embed_mode=pos_embed_mode, seed=seed, pre_processor=pre_processor, post_processor=post_processor,
             evaluator=evaluator, visualizer=visualizer, volume_evaluator=volume_evaluator,
         )  # fmt: skip
+        self.model = self.build_model(
+            lambda clip: MedCrossModalCLIPModel(
+                clip, n_ctx=n_ctx, use_bt=use_bt, use_bv=use_bv, use_bvt=use_bvt, prompt_depth=prompt_depth,
+                map_layers=tuple(map_layers) if map_layers is not None else quarter_layers(clip.visual_depth),
+                smoothing_sigma=smoothing_sigma,
+            )
+        )  # fmt: skip
         self.object_name = object_name
         self.clip_params = self.model.backbone.unfreeze_last_visual_blocks(finetune_layers)
         self.map_loss = MapLoss()
-
-    def build_model(self, backbone: CLIPBackbone) -> MedCrossModalCLIPModel:
-        """The three blocks on the frozen backbone (their initialisation follows ``seed``)."""
-        hp = self.hparams
-        return MedCrossModalCLIPModel(
-            backbone, n_ctx=hp.n_ctx, use_bt=hp.use_bt, use_bv=hp.use_bv, use_bvt=hp.use_bvt,
-            prompt_depth=hp.prompt_depth, smoothing_sigma=hp.smoothing_sigma,
-            map_layers=tuple(hp.map_layers) if hp.map_layers is not None else quarter_layers(backbone.visual_depth),
-        )  # fmt: skip
+        self.lr, self.clip_lr, self.map_loss_weight = lr, clip_lr, map_loss_weight
 
     @property
     def is_trainable(self) -> bool:
@@ -107,14 +106,14 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
         del args, kwargs
         logits, maps = self.model.forward_train(batch.image)
         loss = F.cross_entropy(logits, batch.gt_label.long())
-        if maps is not None and batch.gt_mask is not None and self.hparams.map_loss_weight > 0:
-            loss = loss + self.hparams.map_loss_weight * self.map_loss(maps, batch.gt_mask)
+        if maps is not None and batch.gt_mask is not None and self.map_loss_weight > 0:
+            loss = loss + self.map_loss_weight * self.map_loss(maps, batch.gt_mask)
         self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam with two groups: the new blocks at ``lr`` and the unfrozen CLIP blocks at ``clip_lr``."""
-        groups = [{"params": self.learnable_parameters(), "lr": self.hparams.lr}]
+        groups = [{"params": self.learnable_parameters(), "lr": self.lr}]
         if self.clip_params:
-            groups.append({"params": self.clip_params, "lr": self.hparams.clip_lr})
+            groups.append({"params": self.clip_params, "lr": self.clip_lr})
         return torch.optim.Adam(groups)

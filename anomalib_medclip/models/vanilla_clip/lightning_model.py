@@ -27,7 +27,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
+from anomalib_medclip.backbones import Activation, PosEmbedMode
 from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
 from anomalib_medclip.models.vanilla_clip.torch_model import VanillaCLIPModel
 from anomalib_medclip.volumes import VolumeEvaluator
@@ -81,18 +81,17 @@ class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
             pos_embed_mode=pos_embed_mode, seed=seed, pre_processor=pre_processor, post_processor=post_processor,
             evaluator=evaluator, visualizer=visualizer, volume_evaluator=volume_evaluator,
         )  # fmt: skip
+        self.model = self.build_model(
+            lambda clip: VanillaCLIPModel(
+                clip,
+                tuple(map_layers) if map_layers is not None else quarter_layers(clip.visual_depth),
+                prompt_ensemble=prompt_ensemble,
+                smoothing_sigma=smoothing_sigma,
+            )
+        )
         self.object_name = object_name
         self.clip_params = self.model.backbone.unfreeze_last_visual_blocks(finetune_layers)
-
-    def build_model(self, backbone: CLIPBackbone) -> VanillaCLIPModel:
-        """Plain CLIP prompts, with the map taken from ``map_layers``."""
-        layers = self.hparams.map_layers
-        return VanillaCLIPModel(
-            backbone,
-            tuple(layers) if layers is not None else quarter_layers(backbone.visual_depth),
-            prompt_ensemble=self.hparams.prompt_ensemble,
-            smoothing_sigma=self.hparams.smoothing_sigma,
-        )
+        self.lr = lr
 
     @property
     def is_trainable(self) -> bool:
@@ -109,4 +108,4 @@ class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         """Adam over the fine-tuned blocks; nothing to optimise in zero-shot mode."""
-        return torch.optim.Adam(self.clip_params, lr=self.hparams.lr) if self.is_trainable else None
+        return torch.optim.Adam(self.clip_params, lr=self.lr) if self.is_trainable else None
