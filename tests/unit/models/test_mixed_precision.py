@@ -1,6 +1,10 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""Mixed precision: the models run under autocast (bf16 on CPU, fp16 on CUDA) and hand float32 scores and maps on."""
+"""Mixed precision: the models run under autocast (bf16 on CPU, fp16 on CUDA) and hand float32 scores and maps on.
+
+Every model of the package on the tiny test backbone (``tiny_model``), with the options that exercise its trainable
+and test-time parts.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +13,18 @@ import torch
 from anomalib import LearningType
 from anomalib.data import ImageBatch
 
-from anomalib_medclip import AdaCLIP, AnomalyCLIP, AnoVL, AprilGAN, MedCrossModalCLIP, VanillaCLIP
+from anomalib_medclip.models import list_models
 
-ARGS = {"backbone": "ViT-B-16", "pretrained": None, "image_size": 32, "object_name": "brain MRI scan"}
-MODELS = {  # every model of the package, with the options that exercise its trainable parts
-    VanillaCLIP: {"finetune_layers": 1},
-    MedCrossModalCLIP: {"finetune_layers": 1},
-    AprilGAN: {},
-    AnomalyCLIP: {},
-    AdaCLIP: {},
-    AnoVL: {"domains": ["photo"], "tta_steps": 2},
-}
+MODELS = list_models()
 
 
-def _model(cls: type, device: str) -> torch.nn.Module:
-    model = cls(**ARGS, **MODELS[cls])
-    model.setup("fit")
-    if hasattr(model, "prepare"):  # the models whose prompts name the object set their text up per stage
-        model.prepare()
+def _model(make, name: str, device: str) -> torch.nn.Module:
+    model = make(name)
+    model.setup("fit")  # Lightning's hook: the prompts are set up for the model's object phrase
     return model.to(device)
 
 
-def _check(cls: type, device: str, dtype: torch.dtype, tolerance: float) -> None:
-    model = _model(cls, device)
+def _check(model: torch.nn.Module, device: str, dtype: torch.dtype, tolerance: float) -> None:
     images = torch.rand(4, 3, 32, 32, device=device)
     model.eval()
     with torch.no_grad():
@@ -63,13 +56,13 @@ def _check(cls: type, device: str, dtype: torch.dtype, tolerance: float) -> None
     assert all(torch.isfinite(g).all() for g in grads.values())
 
 
-@pytest.mark.parametrize("cls", list(MODELS), ids=lambda cls: cls.__name__)
-def test_bf16_autocast_on_cpu(cls: type) -> None:
-    _check(cls, "cpu", torch.bfloat16, tolerance=0.05)
+@pytest.mark.parametrize("name", MODELS)
+def test_bf16_autocast_on_cpu(name: str, tiny_model) -> None:
+    _check(_model(tiny_model, name, "cpu"), "cpu", torch.bfloat16, tolerance=0.05)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("cls", list(MODELS), ids=lambda cls: cls.__name__)
-def test_fp16_autocast_on_cuda(cls: type) -> None:
-    _check(cls, "cuda", torch.float16, tolerance=0.02)
+@pytest.mark.parametrize("name", MODELS)
+def test_fp16_autocast_on_cuda(name: str, tiny_model) -> None:
+    _check(_model(tiny_model, name, "cuda"), "cuda", torch.float16, tolerance=0.02)

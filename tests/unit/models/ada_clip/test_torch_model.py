@@ -15,7 +15,7 @@ from sklearn.cluster import KMeans
 from anomalib_medclip.backbones import CLIPBackbone
 from anomalib_medclip.models.ada_clip import AdaCLIPModel
 from anomalib_medclip.models.ada_clip.hsf import batched_kmeans, hybrid_semantic_fusion
-from anomalib_medclip.models.ada_clip.torch_model import state_sentences
+from anomalib_medclip.prompts import state_sentences
 
 LAYERS = (3, 6, 9, 12)
 

@@ -1,6 +1,9 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""AnoVLModel against direct open_clip / scipy / kornia computations: prompts, V-V map, views, test-time adaptation."""
+"""AnoVLModel against direct open_clip / scipy / kornia computations: prompts, V-V map, views, test-time adaptation.
+
+On the tiny test backbone (12 blocks like a ViT-B, 4x4 patches at 32 px): nothing here depends on ViT-B-16's widths.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,20 @@ from scipy import ndimage
 
 from anomalib_medclip.backbones import CLIPBackbone
 from anomalib_medclip.models.ano_vl import AnoVLModel
-from anomalib_medclip.models.ano_vl.torch_model import augmented_views, domain_sentences
+from anomalib_medclip.models.ano_vl.torch_model import augmented_views
+from anomalib_medclip.prompts import domain_sentences
 
 DOMAINS = ("photo",)  # 22 templates instead of 66 keep the text encoding short
 
 
 @pytest.fixture(scope="module")
-def model(small_backbone: CLIPBackbone) -> AnoVLModel:
-    model = AnoVLModel(small_backbone, domains=DOMAINS, tta_steps=0, augmented_score=False).eval()
+def tiny_backbone() -> CLIPBackbone:
+    return CLIPBackbone("ViT-tiny-test", None, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_backbone: CLIPBackbone) -> AnoVLModel:
+    model = AnoVLModel(tiny_backbone, domains=DOMAINS, tta_steps=0, augmented_score=False).eval()
     model.setup_text("toy")
     return model
 
@@ -54,8 +63,9 @@ def test_text_features_average_raw_embeddings(model: AnoVLModel) -> None:
     with torch.no_grad():
         raw = [clip.encode_text(model.backbone.tokenize(group)) for group in (normal, anomalous)]
     expected = torch.stack([F.normalize(r.mean(0), dim=-1) for r in raw], dim=1)
-    assert torch.allclose(model.text_features, expected, atol=1e-5)
-    assert torch.allclose(model.sentence_features, F.normalize(torch.cat(raw), dim=-1), atol=1e-5)
+    text, sentences = model.text_features()
+    assert torch.allclose(text, expected, atol=1e-5)
+    assert torch.allclose(sentences, F.normalize(torch.cat(raw), dim=-1), atol=1e-5)
     mean_of_normalised = torch.stack([F.normalize(F.normalize(r, dim=-1).mean(0), dim=-1) for r in raw], dim=1)
     assert (mean_of_normalised - expected).abs().max() > 1e-4  # the order of mean and norm is the original's
 
@@ -67,23 +77,25 @@ def test_map_and_score_equal_direct_computation(model: AnoVLModel) -> None:
         out = model(images)
         x = visual.ln_pre(model.backbone.embed_patches(images))
         vv = x
+        (_, tokens, width), heads = x.shape, visual.transformer.resblocks[0].attn.num_heads
         for block in visual.transformer.resblocks:  # the value-value stream from layer 1 on (a 12-block tower)
             _, _, v = F.linear(block.ln_1(x), block.attn.in_proj_weight, block.attn.in_proj_bias).chunk(3, -1)
-            v = v.reshape(2, 5, 12, 64).transpose(1, 2)
-            vv = vv + block.attn.out_proj(
-                ((v @ v.transpose(-1, -2) / 8).softmax(-1) @ v).transpose(1, 2).reshape(2, 5, 768)
-            )
+            v = v.reshape(2, tokens, heads, width // heads).transpose(1, 2)
+            attention = (v @ v.transpose(-1, -2) / (width // heads) ** 0.5).softmax(-1) @ v
+            vv = vv + block.attn.out_proj(attention.transpose(1, 2).reshape(2, tokens, width))
             x = block(x)
         features = F.normalize(visual.ln_post(vv[:, 1:]) @ visual.proj, dim=-1)
-        probs = (features @ model.text_features).softmax(-1)[..., 1].reshape(2, 2, 2).numpy()
+        text = model.text_features()[0]
+        grid = round((tokens - 1) ** 0.5)
+        probs = (features @ text).softmax(-1)[..., 1].reshape(2, grid, grid).numpy()
         boxed = torch.from_numpy(np.stack([ndimage.uniform_filter(p, size=3, mode="nearest") for p in probs]))
         expected_map = F.interpolate(boxed[:, None], size=32, mode="bilinear", align_corners=True)
-        score = (F.normalize(clip.encode_image(images), dim=-1) @ model.text_features).softmax(-1)[:, 1]
+        score = (F.normalize(clip.encode_image(images), dim=-1) @ text).softmax(-1)[:, 1]
     assert torch.allclose(out.anomaly_map, expected_map, atol=1e-6)
     assert torch.allclose(out.pred_score, score, atol=1e-6)
 
 
-def test_augmented_views_and_score(small_backbone: CLIPBackbone, model: AnoVLModel) -> None:
+def test_augmented_views_and_score(tiny_backbone: CLIPBackbone, model: AnoVLModel) -> None:
     images = _images(2, 1)
     views = augmented_views(images).reshape(21, 2, 3, 32, 32)
     assert torch.equal(views[16], images.flip(-1))
@@ -93,23 +105,24 @@ def test_augmented_views_and_score(small_backbone: CLIPBackbone, model: AnoVLMod
     shift = torch.full((2, 2), -0.1 * 31 / 2)
     moved = kornia.geometry.transform.translate(images, shift, padding_mode="reflection", align_corners=True)
     assert torch.allclose(views[12], moved, atol=1e-4)
-    augmented = AnoVLModel(small_backbone, domains=DOMAINS, tta_steps=0)
-    augmented.text_features, augmented.sentence_features = model.text_features, model.sentence_features
+    augmented = AnoVLModel(tiny_backbone, domains=DOMAINS, tta_steps=0)
+    augmented.setup_text("toy")
     with torch.no_grad():
         out = augmented(images)
         everything = torch.cat([images[None], views]).flatten(0, 1)
-        probs = (F.normalize(model.backbone.clip.encode_image(everything), dim=-1) @ model.text_features).softmax(-1)
+        text = model.text_features()[0]
+        probs = (F.normalize(model.backbone.clip.encode_image(everything), dim=-1) @ text).softmax(-1)
     assert torch.allclose(out.pred_score, probs[:, 1].reshape(22, 2).mean(0), atol=1e-6)
 
 
 def test_test_time_adaptation_is_per_image_and_works_in_inference_mode(
-    small_backbone: CLIPBackbone, model: AnoVLModel
+    tiny_backbone: CLIPBackbone, model: AnoVLModel
 ) -> None:
-    adapted = AnoVLModel(small_backbone, domains=DOMAINS, tta_steps=5, augmented_score=False)
-    adapted.text_features, adapted.sentence_features = model.text_features, model.sentence_features
+    adapted = AnoVLModel(tiny_backbone, domains=DOMAINS, tta_steps=5, augmented_score=False)
+    adapted.setup_text("toy")
     weight, bias = adapted.tta_init()
     bound = 1 / np.sqrt(model.backbone.embed_dim)
-    assert weight.shape == (2 * 22 * 7, 512)
+    assert weight.shape == (2 * 22 * 7, model.backbone.embed_dim)
     assert float(weight.abs().max()) <= bound
     assert float(bias.abs().max()) <= bound
     images = _images(3, 2)
@@ -123,8 +136,8 @@ def test_test_time_adaptation_is_per_image_and_works_in_inference_mode(
     assert (batch.anomaly_map - plain.anomaly_map).abs().max() > 1e-6
 
 
-def test_bad_settings_raise(small_backbone: CLIPBackbone) -> None:
+def test_bad_settings_raise(tiny_backbone: CLIPBackbone) -> None:
     with pytest.raises(ValueError, match=r"vv_from=13 must be in 1\.\.12"):
-        AnoVLModel(small_backbone, vv_from=13)
+        AnoVLModel(tiny_backbone, vv_from=13)
     with pytest.raises(RuntimeError, match="setup_text"):
-        AnoVLModel(small_backbone)(_images(1, 0))
+        AnoVLModel(tiny_backbone)(_images(1, 0))

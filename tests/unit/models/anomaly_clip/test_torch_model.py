@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from anomalib_medclip.backbones import CLIPBackbone
 from anomalib_medclip.models.anomaly_clip import AnomalyCLIPModel
-from anomalib_medclip.models.anomaly_clip.torch_model import prompt_sentences
+from anomalib_medclip.prompts import prompt_sentences
 
 
 @pytest.fixture(scope="module")

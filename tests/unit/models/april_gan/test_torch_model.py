@@ -14,6 +14,7 @@ from anomalib_medclip.backbones import CLIPBackbone
 from anomalib_medclip.models.april_gan import AprilGANModel
 from anomalib_medclip.models.april_gan import torch_model as april
 from anomalib_medclip.models.april_gan.lightning_model import original_activation
+from anomalib_medclip.prompts import ensemble_sentences
 
 LAYERS = (3, 6, 9, 12)
 
@@ -33,14 +34,14 @@ def _images(n: int, seed: int) -> torch.Tensor:
 
 
 def test_prompt_ensemble_sentences() -> None:
-    normal, abnormal = april.ensemble_sentences("brain MRI scan")
+    normal, abnormal = ensemble_sentences("brain MRI scan")
     assert (len(normal), len(abnormal)) == (7 * 35, 5 * 35)
     assert len(set(normal) | set(abnormal)) == 420
     assert all("brain MRI scan" in s for s in normal + abnormal)
     assert "a photo of the small flawless brain MRI scan." in normal
     assert "this is one brain MRI scan with defect in the scene." in abnormal
     with pytest.raises(ValueError, match="non-empty"):
-        april.ensemble_sentences(" ")
+        ensemble_sentences(" ")
 
 
 def test_text_features_equal_full_length_encoding(small_backbone: CLIPBackbone, monkeypatch) -> None:
@@ -48,7 +49,9 @@ def test_text_features_equal_full_length_encoding(small_backbone: CLIPBackbone, 
     normal = ["a photo of a toy.", "a close-up photo of a flawless toy without any visible damage at all."]
     abnormal = ["broken toy", "a photo of the toy with a defect.", "a toy with damage."]
     monkeypatch.setattr(april, "ensemble_sentences", lambda _: (normal, abnormal))
-    features = april.encode_prompt_ensemble(small_backbone, "toy")
+    model = AprilGANModel(small_backbone, LAYERS)
+    model.setup_text("toy")
+    features = model.text_features()
     clip = small_backbone.clip
     with torch.no_grad():
         expected = [
@@ -60,7 +63,7 @@ def test_text_features_equal_full_length_encoding(small_backbone: CLIPBackbone, 
 
 
 def test_scores_and_maps_equal_direct_open_clip_computation(model: AprilGANModel) -> None:
-    clip, text = model.backbone.clip, model.text_features
+    clip, text = model.backbone.clip, model.text_features()
     images = _images(3, 0)
     with torch.no_grad():
         out = model(images)

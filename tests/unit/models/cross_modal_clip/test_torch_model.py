@@ -11,13 +11,15 @@ import torch.nn.functional as F
 from anomalib_medclip.backbones import CLIPBackbone
 from anomalib_medclip.models.components.losses import MapLoss
 from anomalib_medclip.models.cross_modal_clip import MedCrossModalCLIPModel
-from anomalib_medclip.models.cross_modal_clip.torch_model import TEMPLATE, text_layer_for
+from anomalib_medclip.models.cross_modal_clip.torch_model import text_layer_for
+from anomalib_medclip.prompts import cross_modal_sentences
+from anomalib_medclip.prompts.cross_modal import TEMPLATE
 
 
 def _model(backbone: CLIPBackbone, **kwargs: object) -> MedCrossModalCLIPModel:
     torch.manual_seed(0)
     model = MedCrossModalCLIPModel(backbone, map_layers=(3, 12), smoothing_sigma=0, **kwargs)
-    model.setup("brain MRI scan")
+    model.setup_text("brain MRI scan")
     return model
 
 
@@ -50,6 +52,7 @@ def test_zero_residual_text_features_equal_plain_clip(small_backbone: CLIPBackbo
     model = _model(small_backbone, use_bv=False, use_bvt=False)
     images = torch.randn(2, 3, 32, 32)
     sentences = [TEMPLATE.format(state=s, obj="brain MRI scan") for s in ("normal", "anomalous")]
+    assert list(cross_modal_sentences("brain MRI scan")) == sentences
     with torch.no_grad():
         text, _ = model.encode_text(images)
         plain = F.normalize(small_backbone.clip.encode_text(small_backbone.tokenize(sentences)), dim=-1)
