@@ -117,7 +117,7 @@ def test_scores_and_maps_match_the_original(vand: SimpleNamespace, size: int) ->
         official_checkpoint=str(vand.tmp / "adapters.pth"), k_shot=2,
     ).model  # fmt: skip
     ours.setup_text(OBJECT)
-    assert torch.allclose(ours.text_features, vand.text, atol=1e-5)
+    assert torch.allclose(ours.text_features(), vand.text, atol=1e-5)
     with torch.no_grad():
         zero_shot = ours(images)
         ours.setup_memory(references)
