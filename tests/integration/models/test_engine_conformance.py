@@ -12,7 +12,6 @@ contract is ``tests/unit/models/test_conformance.py``; what is specific to one m
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,6 @@ from anomalib_medclip.models import list_models
 IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 OFFICIAL = {"AnomalyCLIP": "epoch_15.pth", "AdaCLIP": "pretrained_all.pth", "AprilGAN": "adapters.pth"}
 CASES = [(name, False) for name in list_models()] + [(name, True) for name in OFFICIAL]
-
-
-@pytest.fixture(autouse=True)
-def _release_memory():
-    """Models, trainers and datamodules of one case do not outlive it."""
-    yield
-    gc.collect()
 
 
 def _outputs(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
