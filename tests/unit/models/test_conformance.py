@@ -131,7 +131,8 @@ def test_another_models_checkpoint_is_refused_by_name(tiny_model, tmp_path: Path
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_torch_export_predicts_like_the_model(name: str, tiny_model, tmp_path: Path) -> None:
+def test_torch_export_predicts_like_the_model(name: str, tiny_model, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TRUST_REMOTE_CODE", "1")  # anomalib unpickles exported models only when told: ours, fresh
     model = tiny_model(name)
     model.setup("test")
     model.eval()
