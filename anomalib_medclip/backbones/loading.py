@@ -348,8 +348,19 @@ def create_clip(
         logger.warning("Backbone %s uses RANDOM weights (pretrained=None): scores are not meaningful.", name)
     elif Path(pretrained).expanduser().is_file():
         path = Path(pretrained).expanduser()
-        quick_gelu = _file_quick_gelu(name, path, activation)
-        model, source = _build_from_file(name, path, quick_gelu, seed), f"file ({pretrained})"
+        try:
+            quick_gelu = _file_quick_gelu(name, path, activation)
+            model, source = _build_from_file(name, path, quick_gelu, seed), f"file ({pretrained})"
+        except ValueError:  # already names the file and the fix
+            raise
+        except Exception as err:  # whatever a torch/zip/pickle reader raises on a file that is not CLIP weights
+            detail = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}"
+            msg = (
+                f"Weights file {path} could not be read as CLIP weights for backbone '{name}' ({detail}). It may be "
+                "truncated, or not a weights file: pass an open_clip/OpenAI checkpoint (.pt, .bin, .safetensors), an "
+                "open_clip tag, or None."
+            )
+            raise ValueError(msg) from err
     elif any(sep in pretrained for sep in ("/", os.sep)) or pretrained.endswith((".pt", ".bin", ".safetensors")):
         msg = f"Checkpoint file '{pretrained}' for backbone '{name}' does not exist."
         raise FileNotFoundError(msg)

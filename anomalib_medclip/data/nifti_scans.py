@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import LabelName, Split
+from torch.utils.data import DataLoader
 
 from anomalib_medclip.data.brats import MODALITY_ALIASES, Modality, canonical_modality
 from anomalib_medclip.data.nifti import read_geometry
@@ -121,3 +122,17 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
 
     def _create_test_split(self) -> None:
         """Serve every scan as it is (there are no labels to split by)."""
+
+    def val_dataloader(self) -> DataLoader:
+        """Refuse: unlabelled scans have no validation split, which thresholds and normalisation are learnt from.
+
+        anomalib's ``predict`` validates a model given without ``ckpt_path`` to learn them; here that must come from a
+        checkpoint written by ``anomalib train`` on labelled data (for zero-shot models too: their ``train`` only
+        validates).
+        """
+        msg = (
+            f"NiftiScans ({self.path}) holds unlabelled scans: there is no validation split to learn the thresholds "
+            "and the normalisation from. Pass --ckpt_path (Engine.predict(ckpt_path=...)) with the model.ckpt that "
+            "`anomalib train` wrote on labelled data (zero-shot models too: their `train` only validates)."
+        )
+        raise ValueError(msg)

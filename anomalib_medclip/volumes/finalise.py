@@ -94,7 +94,25 @@ class VolumeResult:
             "threshold": self.threshold,
             **({"hd95": self.hd95} if self.hd95 is not None else {}),
             "lesion_ml": self.lesion_ml,
+            "note": self.note,
         }
+
+    @property
+    def note(self) -> str:
+        """Why some of the volume's metrics are undefined (empty when all are defined)."""
+        if not self.counted.any():
+            return "no counted voxels (the scan is all 0: no brain): every metric undefined"
+        reasons = []
+        if self.scores is not None and self.scores.lesion_voxels == 0:
+            lost = int(self.gt.sum()) if self.gt is not None else 0
+            reasons.append(
+                f"no lesion among the counted voxels ({lost} lesion voxels outside them): Dice, sensitivity undefined"
+                if lost
+                else "no lesion (empty ground truth): Dice, sensitivity undefined; counted in specificity"
+            )
+        if self.scores is not None and self.scores.predicted_voxels == 0:
+            reasons.append("nothing predicted: PPV undefined")
+        return "; ".join(reasons)
 
 
 def oracle_threshold(score: np.ndarray, gt: np.ndarray) -> float:
