@@ -28,7 +28,6 @@ import pandas as pd
 import torch
 from anomalib.data import AnomalibDataModule, AnomalibDataset, ImageItem
 from anomalib.data.utils import LabelName, Split, TestSplitMode, ValSplitMode
-from PIL import Image
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Image as TvImage
 from torchvision.tv_tensors import Mask
@@ -36,8 +35,10 @@ from torchvision.tv_tensors import Mask
 from anomalib_medclip.data.bmad_layout import (
     CATEGORY_ALIASES,
     LABEL_DIRS,
+    LOSSY_FORMATS,
     category_dir,
     find_split,
+    image_header,
     label_folders,
     list_images,
     pair_masks,
@@ -60,6 +61,17 @@ OBJECT_NAMES = {
 }
 
 
+def _warn_lossy_masks(folder: Path, count: int, total: int) -> None:
+    """Say, once per folder, that its lossy masks are binarised at half range."""
+    warnings.warn(
+        f"{count} of {total} masks in {folder} are JPEG (lossy): compression ringing around a lesion would count as "
+        "lesion under the usual mask > 0 rule, so these masks are binarised at half range (>= 128 of 255) instead. "
+        "Save the masks as PNG to read them exactly.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
 def _split_rows(category: str, split_path: Path, split: str) -> list[dict]:
     """Rows of one split folder, checking mask pairing and image/mask sizes."""
     rows = []
@@ -67,14 +79,20 @@ def _split_rows(category: str, split_path: Path, split: str) -> list[dict]:
         image_folder, mask_folder = label_folders(split_path, label)
         images = list_images(image_folder)
         masks = pair_masks(images, mask_folder) if category in SEGMENTATION_CATEGORIES else [None] * len(images)
+        lossy = 0
         for image, mask in zip(images, masks, strict=True):
             if mask is None and label_index == 1 and category in SEGMENTATION_CATEGORIES:
                 msg = f"Abnormal image {image} has no mask (looked in {mask_folder or 'label/anomaly_mask folders'})."
                 raise ValueError(msg)
-            if mask is not None and Image.open(mask).size != Image.open(image).size:
-                msg = f"Mask {mask} size {Image.open(mask).size} differs from image {image} {Image.open(image).size}."
-                raise ValueError(msg)
+            if mask is not None:
+                (mask_size, mask_format), (image_size, _) = image_header(mask), image_header(image)
+                if mask_size != image_size:
+                    msg = f"Mask {mask} size {mask_size} differs from image {image} {image_size}."
+                    raise ValueError(msg)
+                lossy += mask_format in LOSSY_FORMATS
             rows.append({"image_path": str(image), "mask_path": str(mask or ""), "label_index": label_index})
+        if lossy:
+            _warn_lossy_masks(mask_folder, lossy, sum(mask is not None for mask in masks))
     for row in rows:
         row |= {"split": split, "category": category}
     return rows
@@ -96,7 +114,12 @@ def make_med_bmad_dataset(
 
     Raises:
         FileNotFoundError: If the root, the category or all its split folders are missing.
-        ValueError: For a mask without image, an abnormal segmentation image without mask, or a size mismatch.
+        ValueError: For a mask without image, an abnormal segmentation image without mask, a size mismatch, or two
+            files with one stem in a folder.
+        OSError: If a mask's header cannot be read (truncated or corrupt file).
+
+    Warns:
+        UserWarning: Once per mask folder holding JPEG masks, which are binarised at half range.
     """
     folder = category_dir(Path(root), category)
     rows = []
