@@ -8,6 +8,7 @@ Each test builds a small tree, makes it read-only and checks afterwards that not
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import stat
 import warnings
@@ -18,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from anomalib_medclip.data import make_med_bmad_dataset, read_med_image, read_med_mask
-from anomalib_medclip.data.bmad import MedImageDataset
+from anomalib_medclip.data import MedBMAD, make_med_bmad_dataset, read_med_image, read_med_mask
+from anomalib_medclip.data.bmad import MedImageDataset, no_train_split_message
 
 DRAWN = 14 * 16  # pixels of the lesion drawn in the JPEG masks
 
@@ -177,3 +178,34 @@ def test_mask_with_a_truncated_header_names_the_file(tmp_path: Path, freeze: Cal
         read_med_image(broken)
     with pytest.raises(FileNotFoundError):  # a missing file stays a FileNotFoundError
         read_med_image(cat / "missing.png")
+
+
+# 19. Zero-shot on the MVFA release: an empty train split.
+def test_mvfa_release_without_train_gives_an_empty_train_split(
+    tmp_path: Path, freeze: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    _mvfa_liver(tmp_path)
+    freeze(tmp_path)
+    datamodule = MedBMAD(tmp_path, "Liver", num_workers=0, train_batch_size=2, eval_batch_size=2)
+    with caplog.at_level(logging.WARNING, logger="anomalib_medclip.data.bmad"):
+        datamodule.setup()
+    assert len(datamodule.train_data) == 0
+    assert (len(datamodule.val_data), len(datamodule.test_data)) == (4, 4)
+    assert datamodule.train_data.task.value == "segmentation"
+    loader = datamodule.train_dataloader()
+    assert len(loader) == 0
+    assert list(loader) == []
+    assert len(datamodule.val_dataloader()) == 2
+    assert "has no train/ split" in caplog.text
+    assert "only models that do not train" in caplog.text
+    message = no_train_split_message(tmp_path, "Liver")
+    assert f"BMAD Liver under {tmp_path} has no train/ split" in message
+    assert "use shots=K or leave_one_out=True" in message
+
+
+def test_empty_train_folder_is_still_refused(tmp_path: Path, freeze: Callable[[Path], None]) -> None:
+    cat = _mvfa_liver(tmp_path)
+    (cat / "train" / "good").mkdir(parents=True)
+    freeze(tmp_path)
+    with pytest.raises(ValueError, match=r"train split of BMAD Liver .* is empty \(its train/ folder holds no images"):
+        MedBMAD(tmp_path, "Liver", num_workers=0).setup()
