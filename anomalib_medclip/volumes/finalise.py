@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from anomalib_medclip.data.nifti import Volume, brain_mask, read_volume
+from anomalib_medclip.data.nifti import Volume, brain_mask, lesion_mask, read_label_map
 from anomalib_medclip.volumes.metrics import VolumeScores, dice_2d_mean, hd95, volume_scores
 from anomalib_medclip.volumes.settings import EvaluationSettings
 from anomalib_medclip.volumes.stacking import postprocess_volume, remove_small_components, stack_slices
@@ -181,7 +181,7 @@ def read_ground_truth(mask_path: str | Path, image: Volume) -> np.ndarray:
     Raises:
         ValueError: If the segmentation is not on the grid of ``image`` (the scan it belongs to).
     """
-    gt = read_volume(mask_path, dtype=np.int32).data > 0
+    gt = lesion_mask(read_label_map(mask_path).data)  # the package's one lesion rule
     if gt.shape != image.data.shape:
         msg = (
             f"Segmentation {mask_path} has canonical shape {gt.shape}, its image {image.path} has "
