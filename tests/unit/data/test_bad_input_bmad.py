@@ -7,12 +7,10 @@ Each test builds a small tree, makes it read-only and checks afterwards that not
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import stat
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,62 +52,12 @@ def _mvfa_liver(root: Path, mask_format: str = "PNG", mask_ext: str = ".png") ->
     return cat
 
 
-def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
-    """Every path under ``root`` with its mode and (for files) content hash."""
-    return {
-        str(p.relative_to(root)): (p.stat().st_mode, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "")
-        for p in sorted(root.rglob("*"))
-    }
-
-
-@pytest.fixture
-def freeze(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
-    """``freeze(root)`` makes a generated dataset read-only (chmod -R a-w); at teardown nothing under it changed."""
-    before: dict[str, tuple[int, str]] = {}
-
-    def _freeze(root: Path) -> None:
-        for path in [root, *root.rglob("*")]:
-            path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-        before.update(_snapshot(tmp_path))
-
-    yield _freeze
-    after = _snapshot(tmp_path)
-    for path in [tmp_path, *tmp_path.rglob("*")]:
-        path.chmod(path.stat().st_mode | stat.S_IWUSR)
-    assert before, "the test did not freeze its dataset"
-    assert after == before, "the loader changed files under the dataset root"
-
-
-# 7. Masks saved as JPEG: ringing must not count as lesion.
-def test_jpeg_masks_binarised_at_half_range_with_one_warning_per_folder(
-    tmp_path: Path, freeze: Callable[[Path], None]
-) -> None:
-    cat = _mvfa_liver(tmp_path, "JPEG", ".jpg")
-    freeze(tmp_path)
-    jpeg = cat / "test" / "Ungood" / "anomaly_mask" / "bad0.jpg"
-    inflated = int((np.asarray(Image.open(jpeg)) > 0).sum())
-    assert inflated > DRAWN + 40  # today's `mask > 0` reads ~344 pixels for the 224 drawn
-    with pytest.warns(UserWarning, match=r"masks in .*anomaly_mask are JPEG \(lossy\)") as record:
-        samples = make_med_bmad_dataset(tmp_path, "Liver", split="test")
-    lossy = sorted(str(w.message) for w in record if "JPEG (lossy)" in str(w.message))
-    assert len(lossy) == 2  # once per mask folder (test/ and valid/), not once per mask
-    assert str(cat / "test" / "Ungood" / "anomaly_mask") in lossy[0]
-    assert str(cat / "valid" / "Ungood" / "anomaly_mask") in lossy[1]
-    assert "2 of 2 masks" in lossy[0]
-    assert ">= 128 of 255" in lossy[0]
-    assert "Save the masks as PNG" in lossy[0]
-    dataset = MedImageDataset(samples)
-    for index in np.flatnonzero(dataset.samples.label_index):
-        assert abs(int(dataset[int(index)].gt_mask.sum()) - DRAWN) <= 4  # 224 read as 224 (today: ~344)
-    assert abs(int(read_med_mask(jpeg).sum()) - DRAWN) <= 4
-
-
-def test_png_masks_keep_any_value_above_zero(tmp_path: Path, freeze: Callable[[Path], None]) -> None:
+def test_png_masks_keep_any_value_above_zero(tmp_path: Path, read_only: Callable[[Path], Path]) -> None:
     cat = _mvfa_liver(tmp_path)
     faint = cat / "test" / "Ungood" / "anomaly_mask" / "bad1.png"
     faint.chmod(0o644)
     Image.fromarray(np.where(np.asarray(Image.open(faint)) > 0, 1, 0).astype(np.uint8)).save(faint)
-    freeze(tmp_path)
+    read_only(tmp_path)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         make_med_bmad_dataset(tmp_path, "Liver")
@@ -120,7 +68,7 @@ def test_png_masks_keep_any_value_above_zero(tmp_path: Path, freeze: Callable[[P
 # 8. The same stem twice in one folder.
 @pytest.mark.parametrize("where", ["images", "masks"])
 def test_same_stem_twice_in_a_folder_names_both_files(
-    tmp_path: Path, freeze: Callable[[Path], None], where: str
+    tmp_path: Path, read_only: Callable[[Path], Path], where: str
 ) -> None:
     cat = tmp_path / "Brain_AD" / "test"
     _image(cat / "good" / "img" / "good0.png")
@@ -131,7 +79,7 @@ def test_same_stem_twice_in_a_folder_names_both_files(
         _image(folder / "test_a0.jpg", fmt="JPEG")
     else:
         _lesion_mask(folder / "test_a0.bmp", "BMP")
-    freeze(tmp_path)
+    read_only(tmp_path)
     other = "test_a0.jpg" if where == "images" else "test_a0.bmp"
     with pytest.raises(ValueError, match="Two files with the stem 'test_a0'") as error:
         make_med_bmad_dataset(tmp_path, "Brain")
@@ -140,23 +88,23 @@ def test_same_stem_twice_in_a_folder_names_both_files(
     assert "Keep one of them" in str(error.value)
 
 
-def test_same_stem_twice_in_a_classification_folder(tmp_path: Path, freeze: Callable[[Path], None]) -> None:
+def test_same_stem_twice_in_a_classification_folder(tmp_path: Path, read_only: Callable[[Path], Path]) -> None:
     folder = tmp_path / "Chest_AD" / "test" / "good"
     _image(folder / "Normal-1.png")
     _image(folder / "Normal-1.jpeg", fmt="JPEG")
     _image(tmp_path / "Chest_AD" / "test" / "Ungood" / "No-Not-Normal_2.png")
-    freeze(tmp_path)
+    read_only(tmp_path)
     with pytest.raises(ValueError, match=re.escape(f"{folder / 'Normal-1.jpeg'} and {folder / 'Normal-1.png'}")):
         make_med_bmad_dataset(tmp_path, "Chest")
 
 
 # 13. A truncated or corrupt file.
-def test_truncated_png_error_names_the_file_and_the_fix(tmp_path: Path, freeze: Callable[[Path], None]) -> None:
+def test_truncated_png_error_names_the_file_and_the_fix(tmp_path: Path, read_only: Callable[[Path], Path]) -> None:
     cat = _mvfa_liver(tmp_path)
     broken = cat / "test" / "good" / "img" / "good1.png"
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) // 2])
-    freeze(tmp_path)
+    read_only(tmp_path)
     samples = make_med_bmad_dataset(tmp_path, "Liver", split="test")  # headers are fine: listing works
     dataset = MedImageDataset(samples)
     index = dataset.samples.image_path.tolist().index(str(broken))
@@ -167,11 +115,11 @@ def test_truncated_png_error_names_the_file_and_the_fix(tmp_path: Path, freeze: 
     assert dataset[index - 1].image.shape == (3, 64, 64)  # the other files still read
 
 
-def test_mask_with_a_truncated_header_names_the_file(tmp_path: Path, freeze: Callable[[Path], None]) -> None:
+def test_mask_with_a_truncated_header_names_the_file(tmp_path: Path, read_only: Callable[[Path], Path]) -> None:
     cat = _mvfa_liver(tmp_path)
     broken = cat / "valid" / "Ungood" / "anomaly_mask" / "bad0.png"
     broken.write_bytes(broken.read_bytes()[:20])
-    freeze(tmp_path)
+    read_only(tmp_path)
     with pytest.raises(OSError, match=re.escape(f"Image file {broken} is truncated or corrupt")):
         make_med_bmad_dataset(tmp_path, "Liver")
     with pytest.raises(OSError, match="Re-extract or re-download"):
@@ -182,10 +130,10 @@ def test_mask_with_a_truncated_header_names_the_file(tmp_path: Path, freeze: Cal
 
 # 19. Zero-shot on the MVFA release: an empty train split.
 def test_mvfa_release_without_train_gives_an_empty_train_split(
-    tmp_path: Path, freeze: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, read_only: Callable[[Path], Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     _mvfa_liver(tmp_path)
-    freeze(tmp_path)
+    read_only(tmp_path)
     datamodule = MedBMAD(tmp_path, "Liver", num_workers=0, train_batch_size=2, eval_batch_size=2)
     with caplog.at_level(logging.WARNING, logger="anomalib_medclip.data.bmad"):
         datamodule.setup()
@@ -203,9 +151,9 @@ def test_mvfa_release_without_train_gives_an_empty_train_split(
     assert "use shots=K or leave_one_out=True" in message
 
 
-def test_empty_train_folder_is_still_refused(tmp_path: Path, freeze: Callable[[Path], None]) -> None:
+def test_empty_train_folder_is_still_refused(tmp_path: Path, read_only: Callable[[Path], Path]) -> None:
     cat = _mvfa_liver(tmp_path)
     (cat / "train" / "good").mkdir(parents=True)
-    freeze(tmp_path)
+    read_only(tmp_path)
     with pytest.raises(ValueError, match=r"train split of BMAD Liver .* is empty \(its train/ folder holds no images"):
         MedBMAD(tmp_path, "Liver", num_workers=0).setup()

@@ -6,12 +6,10 @@ silently wrong one. Every dataset root is made read-only and checked unchanged a
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
-import stat
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -65,31 +63,6 @@ def _write_case(
         nib.Nifti1Image(seg, affine if seg_affine is None else seg_affine), folder / f"{folder.name}{sep}seg.nii.gz"
     )
     return folder
-
-
-def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
-    return {
-        str(p.relative_to(root)): (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "")
-        for p in sorted(root.rglob("*"))
-    }
-
-
-@pytest.fixture
-def read_only() -> Iterator[Callable[[Path], Path]]:
-    """``read_only(root)``: chmod -R a-w the dataset root; at teardown check nothing under it changed."""
-    frozen: list[tuple[Path, dict]] = []
-
-    def freeze(root: Path) -> Path:
-        for p in [root, *root.rglob("*")]:
-            p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-        frozen.append((root, _snapshot(root)))
-        return root
-
-    yield freeze
-    for root, before in frozen:
-        assert _snapshot(root) == before, f"something under {root} changed"
-        for p in [root, *root.rglob("*")]:
-            p.chmod(p.stat().st_mode | stat.S_IWUSR)
 
 
 def _messages(record: list[warnings.WarningMessage], pattern: str) -> list[str]:
