@@ -48,3 +48,30 @@ def test_killed_writer_leaves_only_whole_files(tmp_path: Path, delay: float) -> 
     leftovers = [p.name for p in tmp_path.iterdir() if p not in results]
     assert all(name.startswith(".case") and name.count(".nii.gz") == 2 for name in leftovers), leftovers
     assert len(leftovers) <= 1  # at most the one file that was being written
+
+
+def test_killed_test_run_leaves_only_whole_files(tmp_path: Path) -> None:
+    """``anomalib test`` on DemoBraTS killed right after its first volume is written: every NIfTI left loads."""
+    anomalib = str(Path(sys.executable).parent / "anomalib")
+    args = [
+        anomalib, "train", "--model", "VanillaCLIP", "--model.backbone", "ViT-tiny-test", "--model.pretrained", "null",
+        "--model.image_size", "32", "--data", "DemoBraTS", "--data.root", str(tmp_path / "demo"),
+        "--data.n_subjects", "6", "--data.num_workers", "0", "--data.eval_batch_size", "4",
+        "--trainer.accelerator", "cpu", "--default_root_dir", str(tmp_path / "results"),
+    ]  # fmt: skip
+    child = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and not list(tmp_path.rglob("volumes/*_anomaly_map.nii.gz")):
+            assert child.poll() is None, "the run ended before writing a volume"
+            time.sleep(0.05)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    (volumes,) = {p.parent for p in tmp_path.rglob("volumes/*.nii.gz")}
+    written = [p for p in volumes.iterdir() if not p.name.startswith(".")]
+    assert written
+    for path in written:
+        if path.name.endswith(".nii.gz"):
+            assert np.isfinite(np.asanyarray(nib.load(path).dataobj)).all(), path
+    assert not (volumes / "summary.json").exists()  # killed before the end: no summary of a partial run
