@@ -9,7 +9,10 @@ at 32 px. Tests of one model's own numbers use ``small_backbone`` (ViT-B-16 at 3
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -80,3 +83,33 @@ def cpu_engine():
         )
 
     return make
+
+
+def _tree(root: Path) -> dict[str, tuple[int, str]]:
+    """Every path under ``root`` with its mode and (for files) content hash."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_mode, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "")
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture
+def read_only() -> Iterator[Callable[[Path], Path]]:
+    """``read_only(root)``: make a generated dataset read-only (chmod -R a-w); at teardown nothing under it changed.
+
+    Tests run as root, which writes through mode bits: the content hashes are the real check.
+    """
+    frozen: list[tuple[Path, dict[str, tuple[int, str]]]] = []
+
+    def freeze(root: Path) -> Path:
+        for path in [root, *root.rglob("*")]:
+            path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        frozen.append((root, _tree(root)))
+        return root
+
+    yield freeze
+    for root, before in frozen:
+        after = _tree(root)
+        for path in [root, *root.rglob("*")]:  # writable again, so that pytest can remove tmp_path
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+        assert after == before, f"something under the dataset root {root} changed"

@@ -11,6 +11,7 @@ from anomalib_medclip.backbones.loading import (
     config_activation,
     create_clip,
     native_image_size,
+    openai_weights_evidence,
 )
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "config_activation",
     "create_clip",
     "native_image_size",
+    "openai_weights_evidence",
     "resize_positional_embedding",
 ]

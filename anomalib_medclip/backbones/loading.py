@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ __all__ = [
     "create_clip",
     "local_weights",
     "native_image_size",
+    "openai_weights_evidence",
 ]
 
 logger = logging.getLogger(__name__)
@@ -160,6 +162,84 @@ def native_image_size(name: str) -> int | None:
     return int(config["vision_cfg"]["image_size"]) if config else None
 
 
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with a ``code/`` folder), the format of OpenAI's release."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in f"/{member}" for member in archive.namelist())
+
+
+def openai_weights_evidence(name: str, path: str | Path) -> str | None:
+    """Why a local weights file holds OpenAI's CLIP weights (trained with QuickGELU), or ``None`` if nothing says so.
+
+    A plain state dict does not record the activation its weights were trained with, so ``activation="auto"`` can
+    only follow evidence: a TorchScript archive (how OpenAI released CLIP), OpenAI's ``input_resolution`` entry in a
+    state dict, OpenAI's release file name for the architecture (``ViT-L-14-336px.pt``), or an architecture whose only
+    released weights are OpenAI's (``ViT-L-14-336``).
+    """
+    path = Path(path).expanduser()
+    if _is_torchscript(path):
+        return f"{path} is a TorchScript archive, the format of OpenAI's CLIP release"
+    if path.suffix != ".safetensors" and zipfile.is_zipfile(path):
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else {}
+        if "input_resolution" in state:
+            return f"{path} holds OpenAI's 'input_resolution' entry"
+    tags = [] if name.startswith(HF_HUB_PREFIX) else open_clip.list_pretrained_tags_by_model(name)
+    if "openai" in tags:
+        release = Path(urlparse(open_clip.get_pretrained_cfg(name, "openai").get("url", "")).path).name
+        if release and path.name == release:
+            return f"{path.name} is OpenAI's release file name for {name}"
+        if tags == ["openai"]:
+            return f"the only released weights of {name} are OpenAI's"
+    return None
+
+
+def _build_from_file(name: str, path: Path, quick_gelu: bool, seed: int) -> nn.Module:
+    """Build ``name`` and load a local file: open_clip's loader, or OpenAI's TorchScript release read as a state dict.
+
+    torch >= 2.6 refuses TorchScript archives in ``torch.load(weights_only=True)``, which open_clip uses, so OpenAI's
+    ``.pt`` files are opened with ``torch.jit.load``; their tensors load into the named architecture as they are.
+    """
+    if not _is_torchscript(path):
+        return _build(name, str(path), quick_gelu, seed)
+    skipped = {"input_resolution", "context_length", "vocab_size", "attn_mask"}  # metadata and a derived buffer
+    state = {k: v for k, v in torch.jit.load(path, map_location="cpu").state_dict().items() if k not in skipped}
+    model = _build(name, None, quick_gelu, seed)
+    own = model.state_dict()
+    differ = sorted(set(own) ^ set(state)) or [k for k in own if own[k].shape != state[k].shape]
+    if differ:
+        key = differ[0]
+        detail = f"{tuple(state[key].shape) if key in state else 'missing'} in the file vs "
+        detail += f"{tuple(own[key].shape) if key in own else 'absent'} in the architecture"
+        msg = (
+            f"Weights file {path} does not fit backbone '{name}': {len(differ)} tensors differ, e.g. {key} "
+            f"({detail}). Pass the architecture the file was trained as."
+        )
+        raise ValueError(msg)
+    model.load_state_dict({key: value.float() for key, value in state.items()})
+    return model
+
+
+def _file_quick_gelu(name: str, path: Path, activation: Activation) -> bool:
+    """The activation for a local file: the explicit one, else what the evidence says (see openai_weights_evidence)."""
+    if activation != "auto":
+        return activation == "quick_gelu"
+    if evidence := openai_weights_evidence(name, path):
+        logger.info("Backbone %s: OpenAI weights (%s): QuickGELU.", name, evidence)
+        return True
+    quick_gelu = _resolve_quick_gelu(name, {}, activation)
+    logger.warning(
+        "Backbone %s: nothing in %s says which activation its weights were trained with; using the architecture "
+        "config's (%s). Pass activation='quick_gelu' if these are OpenAI's CLIP weights.",
+        name,
+        path,
+        "QuickGELU" if quick_gelu else "GELU",
+    )
+    return quick_gelu
+
+
 def _resolve_quick_gelu(name: str, pretrained_cfg: dict, activation: Activation) -> bool:
     if activation != "auto":
         return activation == "quick_gelu"
@@ -244,7 +324,8 @@ def create_clip(
         name: open_clip architecture (``"ViT-L-14-336"``, ``"ViT-B-16-plus-240"``, ...) or ``"hf-hub:<org>/<repo>"``.
         pretrained: open_clip tag, local checkpoint file, or ``None`` (random init from ``seed``).
         activation: ``"auto"`` uses what the weights were trained with (QuickGELU for OpenAI weights, so
-            ``ViT-L-14-336`` + ``openai`` builds the QuickGELU variant); ``"gelu"``/``"quick_gelu"`` force one.
+            ``ViT-L-14-336`` + ``openai`` builds the QuickGELU variant; for a local file, what
+            :func:`openai_weights_evidence` finds, else the config's, warned); ``"gelu"``/``"quick_gelu"`` force one.
         seed: seed of the random initialisation (only used when ``pretrained`` is ``None``).
 
     Returns:
@@ -266,8 +347,20 @@ def create_clip(
         model, source = _build(name, None, quick_gelu, seed), f"random (seed {seed})"
         logger.warning("Backbone %s uses RANDOM weights (pretrained=None): scores are not meaningful.", name)
     elif Path(pretrained).expanduser().is_file():
-        quick_gelu = _resolve_quick_gelu(name, {}, activation)
-        model, source = _build(name, str(Path(pretrained).expanduser()), quick_gelu, seed), f"file ({pretrained})"
+        path = Path(pretrained).expanduser()
+        try:
+            quick_gelu = _file_quick_gelu(name, path, activation)
+            model, source = _build_from_file(name, path, quick_gelu, seed), f"file ({pretrained})"
+        except ValueError:  # already names the file and the fix
+            raise
+        except Exception as err:  # whatever a torch/zip/pickle reader raises on a file that is not CLIP weights
+            detail = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}"
+            msg = (
+                f"Weights file {path} could not be read as CLIP weights for backbone '{name}' ({detail}). It may be "
+                "truncated, or not a weights file: pass an open_clip/OpenAI checkpoint (.pt, .bin, .safetensors), an "
+                "open_clip tag, or None."
+            )
+            raise ValueError(msg) from err
     elif any(sep in pretrained for sep in ("/", os.sep)) or pretrained.endswith((".pt", ".bin", ".safetensors")):
         msg = f"Checkpoint file '{pretrained}' for backbone '{name}' does not exist."
         raise FileNotFoundError(msg)

@@ -9,7 +9,10 @@ variants (see :mod:`anomalib_medclip.data.bmad_layout`). Brain, Liver and Retina
 
 - ``shots=K``: train on the K normal + K abnormal ``valid`` images listed in ``fewshot_seed/<Category>/<K>-shot.txt``
   (lines ``n-<i>: names...`` / ``a-<i>: names...``); those images are removed from the validation split;
-- ``leave_one_out=True`` (zero-shot): train on the ``test`` images of the other five categories found under ``root``.
+- ``leave_one_out=True`` (zero-shot): train on the ``test`` images of the other five categories found under ``root``;
+- neither, on a release without ``train/`` (MVFA's): the train split is empty (``len(train_data) == 0``), which only
+  models that do not train can use (zero-shot CLIP, official checkpoints); :func:`no_train_split_message` is the
+  error for the others.
 
 Example:
     >>> from anomalib_medclip.data import MedBMAD
@@ -20,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +32,8 @@ import pandas as pd
 import torch
 from anomalib.data import AnomalibDataModule, AnomalibDataset, ImageItem
 from anomalib.data.utils import LabelName, Split, TestSplitMode, ValSplitMode
-from PIL import Image
+from lightning.pytorch.utilities.types import TRAIN_DATALOADERS
+from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Image as TvImage
 from torchvision.tv_tensors import Mask
@@ -36,16 +41,21 @@ from torchvision.tv_tensors import Mask
 from anomalib_medclip.data.bmad_layout import (
     CATEGORY_ALIASES,
     LABEL_DIRS,
+    LOSSY_FORMATS,
     category_dir,
     find_split,
+    image_header,
     label_folders,
     list_images,
     pair_masks,
     read_med_image,
     read_med_mask,
+    split_folder_exists,
 )
 
-__all__ = ["MedBMAD", "MedBMADDataset", "MedImageDataset", "make_med_bmad_dataset"]
+__all__ = ["MedBMAD", "MedBMADDataset", "MedImageDataset", "make_med_bmad_dataset", "no_train_split_message"]
+
+logger = logging.getLogger(__name__)
 
 BMADCategory = Literal["Brain", "Liver", "Retina_RESC", "Retina_OCT2017", "Chest", "Histopathology"]
 SEGMENTATION_CATEGORIES = ("Brain", "Liver", "Retina_RESC")
@@ -60,6 +70,35 @@ OBJECT_NAMES = {
 }
 
 
+def no_train_split_message(root: str | Path, category: str) -> str:
+    """The error for a model that trains on a BMAD release without ``train/`` (the MVFA release) and no protocol.
+
+    Args:
+        root: The datamodule's root.
+        category: The BMAD category (MVFA name).
+
+    Returns:
+        The message: what is missing, and the two protocols (``shots=K``, ``leave_one_out=True``) that train anyway.
+    """
+    return (
+        f"BMAD {category} under {root} has no train/ split (the MVFA release ships only valid/ and test/), so a model "
+        "that trains has nothing to train on: use shots=K or leave_one_out=True (MVFA's few-shot lists from valid/, "
+        "or the other categories' test sets), or point root at a BMAD release with train/. Models that do not train "
+        "(zero-shot CLIP, an official checkpoint) run without it."
+    )
+
+
+def _warn_lossy_masks(folder: Path, count: int, total: int) -> None:
+    """Say, once per folder, that its lossy masks are binarised at half range."""
+    warnings.warn(
+        f"{count} of {total} masks in {folder} are JPEG (lossy): compression ringing around a lesion would count as "
+        "lesion under the usual mask > 0 rule, so these masks are binarised at half range (>= 128 of 255) instead. "
+        "Save the masks as PNG to read them exactly.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
 def _split_rows(category: str, split_path: Path, split: str) -> list[dict]:
     """Rows of one split folder, checking mask pairing and image/mask sizes."""
     rows = []
@@ -67,14 +106,20 @@ def _split_rows(category: str, split_path: Path, split: str) -> list[dict]:
         image_folder, mask_folder = label_folders(split_path, label)
         images = list_images(image_folder)
         masks = pair_masks(images, mask_folder) if category in SEGMENTATION_CATEGORIES else [None] * len(images)
+        lossy = 0
         for image, mask in zip(images, masks, strict=True):
             if mask is None and label_index == 1 and category in SEGMENTATION_CATEGORIES:
                 msg = f"Abnormal image {image} has no mask (looked in {mask_folder or 'label/anomaly_mask folders'})."
                 raise ValueError(msg)
-            if mask is not None and Image.open(mask).size != Image.open(image).size:
-                msg = f"Mask {mask} size {Image.open(mask).size} differs from image {image} {Image.open(image).size}."
-                raise ValueError(msg)
+            if mask is not None:
+                (mask_size, mask_format), (image_size, _) = image_header(mask), image_header(image)
+                if mask_size != image_size:
+                    msg = f"Mask {mask} size {mask_size} differs from image {image} {image_size}."
+                    raise ValueError(msg)
+                lossy += mask_format in LOSSY_FORMATS
             rows.append({"image_path": str(image), "mask_path": str(mask or ""), "label_index": label_index})
+        if lossy:
+            _warn_lossy_masks(mask_folder, lossy, sum(mask is not None for mask in masks))
     for row in rows:
         row |= {"split": split, "category": category}
     return rows
@@ -96,7 +141,12 @@ def make_med_bmad_dataset(
 
     Raises:
         FileNotFoundError: If the root, the category or all its split folders are missing.
-        ValueError: For a mask without image, an abnormal segmentation image without mask, or a size mismatch.
+        ValueError: For a mask without image, an abnormal segmentation image without mask, a size mismatch, or two
+            files with one stem in a folder.
+        OSError: If a mask's header cannot be read (truncated or corrupt file).
+
+    Warns:
+        UserWarning: Once per mask folder holding JPEG masks, which are binarised at half range.
     """
     folder = category_dir(Path(root), category)
     rows = []
@@ -298,8 +348,18 @@ class MedBMAD(AnomalibDataModule):
             return chosen.assign(split=Split.TRAIN.value)
         return samples[samples.split == Split.TRAIN.value]
 
+    def _no_train_folder(self) -> bool:
+        """Whether the chosen protocol uses ``train/`` and the release has no such folder (the MVFA release)."""
+        if self.shots is not None or self.leave_one_out:
+            return False
+        return not split_folder_exists(category_dir(self.root, self.category), Split.TRAIN.value)
+
     def _setup(self, _stage: str | None = None) -> None:
-        """Build train/val/test; few-shot images are removed from validation."""
+        """Build train/val/test; few-shot images are removed from validation.
+
+        Without ``train/`` (and without ``shots``/``leave_one_out``) the train split is empty, for models that do not
+        train; ``val`` and ``test`` must not be empty.
+        """
         samples = make_med_bmad_dataset(self.root, self.category)
         train = self._train_samples(samples)
         splits = {
@@ -307,18 +367,40 @@ class MedBMAD(AnomalibDataModule):
             Split.VAL: samples[(samples.split == Split.VAL.value) & ~samples.image_path.isin(train.image_path)],
             Split.TEST: samples[samples.split == Split.TEST.value],
         }
+        no_train = train.empty and self._no_train_folder()
+        if no_train:
+            logger.warning(
+                "BMAD %s under %s has no train/ split (MVFA release): the train split is empty, so only models that "
+                "do not train (zero-shot CLIP, an official checkpoint) can run; a model that trains needs shots=K "
+                "or leave_one_out=True.",
+                self.category,
+                self.root,
+            )
         for split, part in splits.items():
-            if part.empty:
-                hint = (
-                    " (the MVFA release has no train/: use shots=K or leave_one_out=True)"
-                    if split == Split.TRAIN
-                    else ""
-                )
+            if part.empty and not (split == Split.TRAIN and no_train):
+                protocol = self.shots is not None or self.leave_one_out
+                hint = " (its train/ folder holds no images)" if split == Split.TRAIN and not protocol else ""
                 msg = f"The {split.value} split of BMAD {self.category} under {self.root} is empty{hint}."
                 raise ValueError(msg)
             part = part.reset_index(drop=True)
             part.attrs = dict(train.attrs if split == Split.TRAIN else samples.attrs)
             setattr(self, f"{split.value}_data", MedImageDataset(part))
+
+    def train_dataloader(self) -> TRAIN_DATALOADERS:
+        """The train loader, or on an empty train split (no ``train/``) an empty one instead of a sampler error.
+
+        PyTorch's shuffling sampler refuses an empty dataset; a model that trains should refuse the empty split at
+        the start of ``fit`` with :func:`no_train_split_message`.
+        """
+        if len(self.train_data) > 0:
+            return super().train_dataloader()
+        return DataLoader(
+            dataset=self.train_data,
+            shuffle=False,
+            batch_size=self.train_batch_size,
+            num_workers=0,
+            collate_fn=self.external_collate_fn or self.train_data.collate_fn,
+        )
 
     def _create_test_split(self) -> None:
         """Keep the test folder as it is (anomalib's ``split_by_label`` would reorder and copy it)."""

@@ -9,7 +9,12 @@ Layouts in circulation (all handled, names matched case-insensitively):
 - images: ``<split>/<good|Ungood>/img/*``, flat ``<split>/<good|Ungood>/*`` or ``<split>/img/<good|Ungood>/*``;
 - masks: ``<split>/<label>/{label,anomaly_mask,mask,masks,ground_truth}/*``, ``<split>/{label,...}/<label>/*`` or
   a sibling ``<split>_label[s]/<label>/*`` (RESC ``Val/val_label/Ungood``);
-- any torchvision image extension (``.png``, ``.jpeg``, ...). Masks pair with images by file stem only.
+- any torchvision image extension (``.png``, ``.jpeg``, ...). Masks pair with images by file stem only, so two files
+  with one stem in a folder (``a0.png`` + ``a0.jpg``) are refused.
+
+Masks mean ``value > 0``, except lossy (JPEG) masks, whose compression ringing would count as lesion: those are
+binarised at half range (``>= 128`` of 255, MVFA's ``> 0.5``). A truncated or corrupt file raises an ``OSError`` that
+names it.
 
 Example:
     >>> from pathlib import Path
@@ -26,7 +31,16 @@ import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-__all__ = ["CATEGORY_ALIASES", "category_dir", "find_split", "read_med_image", "read_med_mask"]
+__all__ = [
+    "CATEGORY_ALIASES",
+    "LOSSY_FORMATS",
+    "category_dir",
+    "find_split",
+    "image_header",
+    "read_med_image",
+    "read_med_mask",
+    "split_folder_exists",
+]
 
 CATEGORY_ALIASES: dict[str, tuple[str, ...]] = {
     "Brain": ("Brain", "Brain_AD", "BraTS2021_slice", "BrainMRI"),
@@ -40,6 +54,8 @@ SPLIT_NAMES = {"train": ("train",), "val": ("valid", "val", "validation"), "test
 LABEL_DIRS = {"good": 0, "ungood": 1}
 MASK_DIRS = ("label", "anomaly_mask", "mask", "masks", "ground_truth")
 _EXTENSIONS = tuple(e.lower() for e in IMG_EXTENSIONS)
+# PIL formats whose compression alters pixel values (MPO is PIL's name for multi-picture JPEG files).
+LOSSY_FORMATS = frozenset({"JPEG", "MPO"})
 
 
 def _child(parent: Path, names: tuple[str, ...]) -> Path | None:
@@ -73,6 +89,11 @@ def _has_labels(folder: Path) -> bool:
     return _child(folder, tuple(LABEL_DIRS)) is not None or _child(folder / "img", tuple(LABEL_DIRS)) is not None
 
 
+def split_folder_exists(category_path: Path, split: str) -> bool:
+    """Whether the category folder has a folder named like ``split`` at all (even one without images)."""
+    return _child(category_path, SPLIT_NAMES[split]) is not None
+
+
 def find_split(category_path: Path, split: str) -> Path | None:
     """Split folder (``valid``, ``val``, ``Val/val``, ``test/test``, ...) or ``None`` if the release has none."""
     names = SPLIT_NAMES[split]
@@ -85,8 +106,22 @@ def find_split(category_path: Path, split: str) -> Path | None:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _EXTENSIONS)
+    """Image files directly in ``folder``, sorted; two files with one stem are an error (pairing is by stem)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _EXTENSIONS)
+    by_stem: dict[str, list[Path]] = {}
+    for path in files:
+        by_stem.setdefault(path.stem, []).append(path)
+    clashes = [paths for paths in by_stem.values() if len(paths) > 1]
+    if clashes:
+        names = " and ".join(str(p) for p in clashes[0])
+        more = f" ({len(clashes)} stems in all)" if len(clashes) > 1 else ""
+        msg = (
+            f"Two files with the stem {clashes[0][0].stem!r} in {folder}: {names}{more}. Images and masks pair by "
+            "file stem, so both images would get the same mask (or one mask would hide the other) and the image "
+            "would count twice. Keep one of them and move the other out of the dataset folder."
+        )
+        raise ValueError(msg)
+    return files
 
 
 def label_folders(split_path: Path, label: str) -> tuple[Path | None, Path | None]:
@@ -129,9 +164,39 @@ def _to_unit_range(array: np.ndarray) -> np.ndarray:
     return np.clip(array.astype(np.float32), 0.0, 1.0)
 
 
-def _pixels(path: Path) -> np.ndarray:
-    """Pixel array without alpha; 16-bit modes keep their full range."""
-    with Image.open(path) as image:
+def _corrupt(path: Path, error: Exception) -> OSError:
+    """The error for a file PIL cannot decode, naming it and the fix."""
+    msg = (
+        f"Image file {path} is truncated or corrupt ({error}). Re-extract or re-download it from the dataset "
+        "release, or move it out of the dataset folder (the split then has one image less)."
+    )
+    return OSError(msg)
+
+
+def _open(path: Path) -> Image.Image:
+    """``Image.open`` whose error for an unreadable header names the file and the fix (missing files raise as usual)."""
+    try:
+        return Image.open(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError, "Truncated File Read", ...
+        raise _corrupt(path, err) from err
+
+
+def image_header(path: str | Path) -> tuple[tuple[int, int], str | None]:
+    """``(size, PIL format)`` of an image file, read from its header only."""
+    with _open(Path(path)) as image:
+        return image.size, image.format
+
+
+def _pixels(path: Path) -> tuple[np.ndarray, str | None]:
+    """Pixel array without alpha (16-bit modes keep their full range) and the file's PIL format."""
+    with _open(path) as image:
+        file_format = image.format
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: "image file is truncated", "broken data stream"
+            raise _corrupt(path, err) from err
         if image.mode in {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}:
             image = image.convert("RGBA" if "A" in image.mode or image.mode == "P" else "RGB")
         array = np.asarray(image)
@@ -140,12 +205,12 @@ def _pixels(path: Path) -> np.ndarray:
         array = array[..., :-1]
     if mode.startswith("I;16") or (mode == "I" and array.max(initial=0) <= 65535):
         array = array.astype(np.uint16)
-    return array
+    return array, file_format
 
 
 def read_med_image(path: str | Path) -> torch.Tensor:
     """Read an image as a ``(3, H, W)`` float tensor in [0, 1] (RGBA -> RGB, grey repeated, 16-bit unsaturated)."""
-    array = _to_unit_range(_pixels(Path(path)))
+    array = _to_unit_range(_pixels(Path(path))[0])
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
     elif array.shape[-1] == 1:
@@ -154,7 +219,12 @@ def read_med_image(path: str | Path) -> torch.Tensor:
 
 
 def read_med_mask(path: str | Path) -> torch.Tensor:
-    """Read a mask as a ``(H, W)`` bool tensor: any colour channel > 0 (alpha ignored)."""
-    array = _pixels(Path(path))
-    mask = array > 0 if array.ndim == 2 else (array > 0).any(axis=-1)
+    """Read a mask as a ``(H, W)`` bool tensor: any colour channel > 0 (alpha ignored).
+
+    A lossy (JPEG) mask is binarised at half range instead (``>= 128`` of 255), since its compression ringing around
+    a lesion is > 0 too; :func:`anomalib_medclip.data.make_med_bmad_dataset` warns about such mask folders.
+    """
+    array, file_format = _pixels(Path(path))
+    hit = _to_unit_range(array) > 0.5 if file_format in LOSSY_FORMATS else array > 0
+    mask = hit if hit.ndim == 2 else hit.any(axis=-1)
     return torch.from_numpy(np.ascontiguousarray(mask))

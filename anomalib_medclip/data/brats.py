@@ -15,6 +15,32 @@ seeded permutation, so that no subject (all time points of a BraTS-MET subject i
 The train split holds normal *and* tumour slices with their labels and masks: the package's trainable models learn
 from them (they are ``ONE_CLASS`` models in anomalib's vocabulary, the only type for which ``fit`` runs).
 
+What is checked when the table is built (nothing under ``root`` is ever written):
+
+- Case folders: a root may mix both namings; every case is read with its own file names and label convention
+  (one warning says the root is mixed). Folders that match neither naming (``BraTS-MET-3-000``,
+  ``BraTS-MET-00003-000 copy``, ``notes/``) are listed in one warning and not read; sub-folders of case folders
+  are not looked at. The case folder name is the volume's identity (``volume_id``, the 3D outputs' file names):
+  the same name found twice (``batch1/BraTS-MET-00003-000`` and ``batch2/BraTS-MET-00003-000``) is an error naming
+  both paths, whatever ``on_error`` says.
+- Segmentations (per case; ``on_error="skip"`` skips the case with a warning instead of raising): the same
+  canonical shape as the image, the same affine (:func:`~anomalib_medclip.data.nifti.affines_match`, MONAI's
+  tolerance ``atol=1e-3``; both affines are printed), whole-number labels (an interpolated map with 0.4/0.6 is
+  refused, not rounded), and labels inside the convention of the case's naming: ``{0, 1, 2, 3}`` for BraTS 2023
+  style, ``{0, 1, 2, 4}`` for BraTS 2021. Label 3 in a BraTS 2021-style case (tumour in every release that uses
+  it) is accepted as tumour with one warning naming the cases; anything else (4 in a BraTS 2023 case, e.g. the
+  resection cavity of post-treatment releases, 5, 255, -1) is refused with the values found, rather than guessing
+  whether it is a lesion. Slice labels, served 2D masks and the 3D ground truth all come from
+  :func:`~anomalib_medclip.data.nifti.lesion_mask` on :func:`~anomalib_medclip.data.nifti.read_label_map`.
+- Images: every image volume is decoded once when the table is built. An image that is all zero is kept but named
+  in one warning (with its lesion voxel count): its slices are blank and the 3D evaluation counts no brain voxel.
+  With ``on_error="skip"`` (or a ``brain`` slice selection) the image is fully validated then (truncated or corrupt
+  data, NaN/inf), so a case that cannot be decoded is skipped before the run and the 3D evaluation's slice counts,
+  tables and ``summary.json`` cover exactly the cases served; with ``on_error="raise"`` a truncated image raises
+  then, and NaN/inf intensities raise when the slice is served. Decoding costs about 0.1 s per 240x240x155 case.
+- ``z_range``: ``0 <= first < stop``; a range past the last slice of every volume is an error naming the volumes'
+  depths; cases it misses entirely or in part are named in one warning.
+
 Example:
     >>> from anomalib_medclip.data import BraTS
     >>> datamodule = BraTS(root="datasets/BraTS-MET", modality="t2f")  # doctest: +SKIP
@@ -38,7 +64,14 @@ from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
 from torchvision.transforms.v2 import Transform
 
-from anomalib_medclip.data.nifti import read_geometry, read_volume
+from anomalib_medclip.data.nifti import (
+    Volume,
+    affines_match,
+    lesion_mask,
+    read_geometry,
+    read_label_map,
+    read_volume,
+)
 from anomalib_medclip.data.volume_slices import NiftiSliceDataset, VolumeEvalLoadersMixin
 
 __all__ = ["BraTS", "BraTSDataset", "make_brats_dataset", "split_subjects"]
@@ -59,6 +92,9 @@ class _Convention:
     case_pattern: re.Pattern[str]
     separator: str
     modalities: dict[str, str]  # canonical (2023) modality name -> name in the file
+    labels: frozenset[int]  # the labels of the release (0 = background)
+    tolerated: frozenset[int]  # labels of other releases that are tumour too: accepted with one warning
+    example: str
 
     def subject(self, case_id: str) -> str:
         """Subject of a case: the BraTS 2023 time point suffix is dropped."""
@@ -66,8 +102,24 @@ class _Convention:
 
 
 _CONVENTIONS = (
-    _Convention("BraTS 2023", re.compile(r"^BraTS-[A-Z]+-\d{5}-\d{3}$"), "-", {m: m for m in _MODALITIES_2021}),
-    _Convention("BraTS 2021", re.compile(r"^BraTS20\d\d_\d{5}$"), "_", _MODALITIES_2021),
+    _Convention(
+        "BraTS 2023",
+        re.compile(r"^BraTS-[A-Z]+-\d{5}-\d{3}$"),
+        "-",
+        {m: m for m in _MODALITIES_2021},
+        frozenset({0, 1, 2, 3}),
+        frozenset(),
+        "BraTS-MET-00003-000",
+    ),
+    _Convention(
+        "BraTS 2021",
+        re.compile(r"^BraTS20\d\d_\d{5}$"),
+        "_",
+        _MODALITIES_2021,
+        frozenset({0, 1, 2, 4}),
+        frozenset({3}),
+        "BraTS2021_00003",
+    ),
 )
 
 
@@ -81,22 +133,85 @@ def canonical_modality(modality: str) -> str:
     return name
 
 
-def _find_cases(root: Path) -> tuple[_Convention, list[Path]]:
-    """Case folders under ``root`` (or one level below) and the convention they follow."""
+def _convention_of(name: str) -> _Convention | None:
+    """The naming a case folder name follows, or ``None``."""
+    return next((c for c in _CONVENTIONS if c.case_pattern.match(name)), None)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir())
+
+
+def _scan_root(root: Path) -> tuple[list[tuple[_Convention, Path]], list[Path]]:
+    """Case folders directly in ``root`` or one level down, and the folders skipped as not matching any naming.
+
+    A folder one level down is listed as skipped only inside a root-level folder that holds case folders (a batch
+    folder); a root-level folder is listed when neither it nor any of its sub-folders is a case folder. Hidden
+    folders are never listed.
+    """
+    cases, skipped = [], []
+    for top in _subfolders(root):
+        inner = [(q, _convention_of(q.name)) for q in _subfolders(top)]
+        convention = _convention_of(top.name)
+        if convention is not None:
+            cases.append((convention, top))
+        cases += [(c, q) for q, c in inner if c is not None]
+        if convention is None:
+            holds_cases = any(c is not None for _, c in inner)
+            skipped += [q for q, c in inner if c is None] if holds_cases else [top]
+    skipped = [p for p in skipped if not p.name.startswith(".")]
+    return sorted(cases, key=lambda case: case[1]), skipped
+
+
+def _check_unique(cases: list[tuple[_Convention, Path]]) -> None:
+    """Refuse a case folder name found more than once (it is the volume's identity)."""
+    paths: dict[str, list[Path]] = {}
+    for _, case in cases:
+        paths.setdefault(case.name, []).append(case)
+    duplicates = {name: found for name, found in paths.items() if len(found) > 1}
+    if duplicates:
+        listing = "; ".join(f"{name}: {' and '.join(str(p) for p in found)}" for name, found in duplicates.items())
+        msg = (
+            f"BraTS case folder names must be unique (the name is the volume's identity in every table and output "
+            f"file), but {len(duplicates)} appear more than once: {listing}. If these are different scans, rename "
+            "one (e.g. a new time point -001); if they are copies, remove one. Or point `root` at one batch folder."
+        )
+        raise ValueError(msg)
+
+
+def _find_cases(root: Path) -> list[tuple[_Convention, Path]]:
+    """Case folders under ``root`` (or one level below), each with the convention it follows.
+
+    Warns once about folders that match no naming and once about a root that mixes both namings (all are read).
+    """
     if not root.is_dir():
         msg = f"BraTS root {root} does not exist or is not a folder. Point `root` at the folder of case folders."
         raise FileNotFoundError(msg)
-    candidates = [p for p in root.iterdir() if p.is_dir()]
-    candidates += [q for p in candidates for q in p.iterdir() if q.is_dir()]
-    for convention in _CONVENTIONS:
-        cases = sorted(p for p in candidates if convention.case_pattern.match(p.name))
-        if cases:
-            return convention, cases
-    msg = (
-        f"No BraTS case folders in {root} (looked for 'BraTS-MET-XXXXX-YYY/' and 'BraTS2021_XXXXX/' folders, "
-        "directly or one level down)."
-    )
-    raise FileNotFoundError(msg)
+    cases, skipped = _scan_root(root)
+    if not cases:
+        msg = (
+            f"No BraTS case folders in {root} (looked for 'BraTS-MET-XXXXX-YYY/' and 'BraTS2021_XXXXX/' folders, "
+            "directly or one level down)."
+        )
+        raise FileNotFoundError(msg)
+    _check_unique(cases)
+    if skipped:
+        names = ", ".join(repr(str(p.relative_to(root))) for p in skipped)
+        examples = " or ".join(f"'{c.example}'" for c in _CONVENTIONS)
+        warnings.warn(
+            f"Skipping {len(skipped)} folder(s) under {root} that are not BraTS case folders: {names}. A case folder "
+            f"is named like {examples} exactly (5-digit ids, nothing appended); rename a folder to have it read.",
+            stacklevel=4,
+        )
+    counts = {c.name: sum(convention is c for convention, _ in cases) for c in _CONVENTIONS}
+    if all(counts.values()):
+        found = " and ".join(f"{n} {name}" for name, n in counts.items())
+        warnings.warn(
+            f"{root} mixes BraTS namings ({found} case folders); all are read, each with its own file names and "
+            "label convention (whole tumour = label > 0 in both).",
+            stacklevel=4,
+        )
+    return cases
 
 
 def _case_file(case: Path, convention: _Convention, key: str) -> Path:
@@ -106,20 +221,79 @@ def _case_file(case: Path, convention: _Convention, key: str) -> Path:
     return plain if plain.is_file() else case / f"{stem}.nii.gz"
 
 
-def _case_slices(image_path: Path, seg_path: Path, need_brain: bool) -> dict[str, np.ndarray]:
-    """Per-slice tumour (and optionally non-empty-image) flags of one case, with its geometry checked."""
-    image_shape, _ = read_geometry(image_path)
+def _check_grid(image_path: Path, seg_path: Path, seg: Volume) -> None:
+    """Refuse a segmentation that is not on its image's grid (canonical shape and affine)."""
+    image_shape, image_affine = read_geometry(image_path)
+    image_affine, seg_affine, seg_shape = np.asarray(image_affine, np.float64), seg.affine, seg.data.shape
+    if seg_shape != image_shape:
+        msg = f"Segmentation {seg_path} has canonical shape {seg_shape} but {image_path} has {image_shape}."
+        raise ValueError(msg)
+    if not affines_match(seg_affine, image_affine):
+        with np.printoptions(precision=4, suppress=True):
+            msg = (
+                f"Segmentation {seg_path} is not on the grid of its image {image_path}: the affines differ by up to "
+                f"{np.abs(seg_affine - image_affine).max():.4g} mm (tolerance 1e-3), so its lesion would be placed "
+                f"on the wrong voxels. Affines after reorientation to RAS+:\nimage:\n{image_affine}\n"
+                f"segmentation:\n{seg_affine}\nGive the segmentation its image's header (qform/sform), or "
+                "resample it onto the image with nearest-neighbour interpolation."
+            )
+        raise ValueError(msg)
+
+
+def _check_labels(seg_path: Path, labels: np.ndarray, convention: _Convention) -> list[int]:
+    """Refuse labels outside the convention of the case's naming; return the tolerated other-release labels found.
+
+    The usual case costs two reductions (minimum and maximum); the labels are listed only when one is refused.
+    """
+    accepted = convention.labels | convention.tolerated
+    low, high = int(labels.min()), int(labels.max())
+    if low < min(accepted) or high > max(accepted) or set(range(low, high + 1)) - accepted:
+        values = np.unique(labels).tolist()
+        unexpected = sorted(set(values) - accepted)
+        if unexpected:
+            note = " (4 is the resection cavity of post-treatment releases, not tumour)" if 4 in unexpected else ""
+            msg = (
+                f"Segmentation {seg_path} holds labels {unexpected} outside the {convention.name} convention "
+                f"{sorted(convention.labels)}{note}; labels found: {values}. Whether they are tumour is unknown, so "
+                "the case is refused. Remap them to the convention (tumour labels > 0, background 0) or remove the "
+                "case."
+            )
+            raise ValueError(msg)
+    return [v for v in sorted(convention.tolerated) if low <= v <= high and bool((labels == v).any())]
+
+
+@dataclass
+class _CaseScan:
+    """What building the table learns about one case: its per-slice columns and its image's emptiness."""
+
+    columns: dict[str, np.ndarray]
+    image_empty: bool
+    lesion_voxels: int
+    tolerated_labels: list[int]
+
+
+def _case_slices(
+    image_path: Path, seg_path: Path, convention: _Convention, need_brain: bool, validate_image: bool
+) -> _CaseScan:
+    """Per-slice tumour (and optionally non-empty-image) flags of one case, with its label map and geometry checked.
+
+    The image is decoded too: to find an all-zero image, and with ``validate_image`` fully checked (truncated or
+    corrupt data, NaN/inf), so that a bad case is known before any slice is served.
+    """
+    if not image_path.is_file():
+        read_geometry(image_path)  # the error for a missing image, before the segmentation is looked at
     if not seg_path.is_file():
         msg = f"Segmentation {seg_path} is missing; BraTS cases need one (NiftiScans serves unlabelled scans)."
         raise FileNotFoundError(msg)
-    seg = read_volume(seg_path).data
-    if seg.shape != image_shape:
-        msg = f"Segmentation {seg_path} has canonical shape {seg.shape} but {image_path} has {image_shape}."
-        raise ValueError(msg)
-    columns = {"label_index": (seg > 0).any(axis=(0, 1)).astype(int)}
+    seg = read_label_map(seg_path)
+    _check_grid(image_path, seg_path, seg)
+    tolerated = _check_labels(seg_path, seg.data, convention)
+    lesion = lesion_mask(seg.data)
+    columns = {"label_index": lesion.any(axis=(0, 1)).astype(int)}
+    image = read_volume(image_path, check_finite=validate_image or need_brain).data
     if need_brain:
-        columns["brain"] = (read_volume(image_path).data != 0).any(axis=(0, 1))
-    return columns
+        columns["brain"] = (image != 0).any(axis=(0, 1))
+    return _CaseScan(columns, not image.any(), int(lesion.sum()), tolerated)
 
 
 def split_subjects(subjects: list[str], test_ratio: float, val_ratio: float, seed: int) -> dict[str, str]:
@@ -164,22 +338,49 @@ def select_slices(samples: pd.DataFrame, mode: SliceSelection, z_range: tuple[in
     return samples[keep]
 
 
+def _warn_empty_images(empty: list[tuple[str, int]], modality: str) -> None:
+    """One warning naming every case whose image volume is all zero."""
+    if not empty:
+        return
+    listing = ", ".join(f"{name} ({voxels} lesion voxels in its segmentation)" for name, voxels in empty)
+    warnings.warn(
+        f"{len(empty)} BraTS case(s) have an all-zero {modality} image: {listing}. Their slices are served blank and "
+        "the 3D evaluation counts no brain voxel in them (an empty metrics row). The image file is probably "
+        "broken; re-export or re-download it, or remove the case.",
+        stacklevel=4,
+    )
+
+
+def _warn_tolerated_labels(cases: list[str]) -> None:
+    """One warning naming the BraTS 2021-style cases that hold label 3."""
+    if cases:
+        warnings.warn(
+            f"{len(cases)} BraTS 2021-style case(s) hold label 3, which BraTS 2018-2021 do not use (their enhancing "
+            f"tumour is 4; 3 is the non-enhancing tumour of BraTS 2012-2016 and the enhancing tumour of BraTS "
+            f"2023): {', '.join(cases)}. It is counted as tumour, like every label > 0.",
+            stacklevel=4,
+        )
+
+
 def _case_table(root: Path, modality: str, need_brain: bool, on_error: OnError) -> pd.DataFrame:
     """One row per axial slice of every readable case (no split yet)."""
-    convention, cases = _find_cases(root)
-    key = convention.modalities[canonical_modality(modality)]
-    tables = []
-    for volume_index, case in enumerate(cases):
-        image_path = _case_file(case, convention, key)
+    canonical = canonical_modality(modality)
+    tables, empty, tolerated = [], [], []
+    for volume_index, (convention, case) in enumerate(_find_cases(root)):
+        image_path = _case_file(case, convention, convention.modalities[canonical])
         seg_path = _case_file(case, convention, "seg")
         try:
-            columns = _case_slices(image_path, seg_path, need_brain)
+            scan = _case_slices(image_path, seg_path, convention, need_brain, validate_image=on_error == "skip")
         except (OSError, ValueError) as err:
             if on_error == "raise":
                 raise
             warnings.warn(f"Skipping BraTS case {case.name}: {err}", stacklevel=3)
             continue
-        table = pd.DataFrame(columns)
+        if scan.image_empty:
+            empty.append((case.name, scan.lesion_voxels))
+        if scan.tolerated_labels:
+            tolerated.append(case.name)
+        table = pd.DataFrame(scan.columns)
         table["slice_index"] = np.arange(len(table))
         table["image_path"], table["mask_path"] = str(image_path), str(seg_path)
         table["volume_id"], table["volume_index"] = case.name, volume_index
@@ -188,7 +389,40 @@ def _case_table(root: Path, modality: str, need_brain: bool, on_error: OnError) 
     if not tables:
         msg = f"No readable BraTS case with modality {modality!r} in {root}."
         raise ValueError(msg)
+    _warn_empty_images(empty, canonical)
+    _warn_tolerated_labels(tolerated)
     return pd.concat(tables, ignore_index=True)
+
+
+def _named_depths(depths: pd.Series, limit: int = 10) -> str:
+    """``"case: N slices, ..."`` for at most ``limit`` volumes."""
+    shown = ", ".join(f"{name}: {depth} slices" for name, depth in depths.head(limit).items())
+    return shown + (f" and {len(depths) - limit} more" if len(depths) > limit else "")
+
+
+def _check_z_range(samples: pd.DataFrame, z_range: tuple[int, int]) -> None:
+    """Refuse a ``z_range`` that selects nothing; warn once about the cases it misses in whole or in part."""
+    first, stop = (int(v) for v in z_range)
+    if first < 0 or stop <= first:
+        msg = f"z_range={tuple(z_range)}; expected (first, stop) axial indices with 0 <= first < stop."
+        raise ValueError(msg)
+    depths = samples.groupby("volume_id", sort=True).slice_index.max() + 1
+    if (depths <= first).all():
+        msg = (
+            f"z_range={tuple(z_range)} selects no slice: it starts past the last slice of every volume "
+            f"({_named_depths(depths)}). z_range is (first, stop) in canonical axial indices; pick first below "
+            f"{int(depths.max())}."
+        )
+        raise ValueError(msg)
+    short = depths[depths < stop]
+    if not short.empty:
+        missed = depths[depths <= first]
+        warnings.warn(
+            f"z_range={tuple(z_range)} reaches past the last slice of {len(short)} volume(s) "
+            f"({_named_depths(short)}); they keep only slices {first} to their last one, and "
+            f"{len(missed)} of them ({', '.join(missed.index) or 'none'}) keep no slice and are left out.",
+            stacklevel=3,
+        )
 
 
 def make_brats_dataset(
@@ -215,7 +449,9 @@ def make_brats_dataset(
         slices: Slice selection for the train split. Defaults to ``"all"``.
         eval_slices: Slice selection for the val and test splits. Defaults to ``"all"``.
         z_range: ``(first, stop)`` canonical axial indices, required by ``"z_range"``, else an extra restriction.
-        on_error: ``"raise"`` on a missing/corrupt file or shape mismatch, or ``"skip"`` the case with a warning.
+        on_error: ``"raise"`` on a missing/corrupt file, or a segmentation off its image's grid or outside the label
+            convention, or ``"skip"`` the case with a warning (then every image is fully decoded and checked here,
+            so that no case fails later). Duplicate case names always raise. Defaults to ``"raise"``.
 
     Returns:
         One row per slice: ``image_path`` (volume), ``mask_path`` (seg), ``label_index``, ``volume_id``,
@@ -225,6 +461,8 @@ def make_brats_dataset(
         msg = f"on_error={on_error!r}; expected 'raise' or 'skip'."
         raise ValueError(msg)
     samples = _case_table(Path(root), modality, "brain" in {slices, eval_slices}, on_error)
+    if z_range is not None:
+        _check_z_range(samples, z_range)
     assignment = split_subjects(sorted(set(samples.subject)), test_ratio, val_ratio, seed)
     samples["split"] = samples.subject.map(assignment)
     is_train = samples.split == Split.TRAIN.value

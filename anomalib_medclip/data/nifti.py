@@ -10,7 +10,10 @@ top, the patient's right on the image's left); :func:`image_to_slice` is its exa
 can be put back into the volume. :func:`to_source_orientation` turns a canonical array back into the file's own
 voxel order, so that it can be saved with ``Volume.source_affine`` and overlay the original scan voxel for voxel;
 ``Volume.space`` carries the file's qform/sform (with their codes) and units so that written results keep them.
-:func:`brain_mask` is the package's one definition of the voxels that count as brain.
+:func:`brain_mask` is the package's one definition of the voxels that count as brain; :func:`read_label_map` and
+:func:`lesion_mask` are its one definition of a segmentation's lesion (integer labels, lesion = label > 0), used for
+the slice labels, the 2D masks and the 3D ground truth alike. :func:`affines_match` is its one test that a
+segmentation lies on its image's grid (MONAI's tolerance).
 
 Only permutations and flips of axes are involved (no resampling), so every round trip is exact.
 
@@ -38,11 +41,15 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
 __all__ = [
+    "AFFINE_ATOL",
     "NiftiSpace",
     "Volume",
+    "affines_match",
     "brain_mask",
     "image_to_slice",
+    "lesion_mask",
     "read_geometry",
+    "read_label_map",
     "read_volume",
     "slice_to_image",
     "to_canonical_orientation",
@@ -51,6 +58,9 @@ __all__ = [
 
 _RAS = axcodes2ornt(("R", "A", "S"))
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
+AFFINE_ATOL = 1e-3
+"""Absolute tolerance (mm) of :func:`affines_match`: MONAI's ``monai.data.utils.AFFINE_TOL``, used the same way
+(``allclose(src_affine, dst_affine, atol=AFFINE_TOL)`` decides whether two grids are the same)."""
 
 
 def brain_mask(intensities: np.ndarray) -> np.ndarray:
@@ -68,6 +78,30 @@ def brain_mask(intensities: np.ndarray) -> np.ndarray:
         A boolean array of the same shape.
     """
     return np.asarray(intensities) > 0
+
+
+def lesion_mask(labels: np.ndarray) -> np.ndarray:
+    """Voxels of the whole tumour: label > 0, on an integer label map read by :func:`read_label_map`.
+
+    The package's one lesion rule: the slice labels of the BraTS table, the served 2D ``gt_mask`` and the 3D
+    ground truth all come from it, so that a slice is anomalous exactly when its mask has a lesion voxel.
+
+    Args:
+        labels: Integer labels, any shape.
+
+    Returns:
+        A boolean array of the same shape.
+    """
+    return np.asarray(labels) > 0
+
+
+def affines_match(first: np.ndarray, second: np.ndarray) -> bool:
+    """Whether two ``(4, 4)`` voxel-to-world affines describe the same grid (``np.allclose``, ``atol=AFFINE_ATOL``).
+
+    This is MONAI's test (``allclose(..., atol=AFFINE_TOL)`` with ``AFFINE_TOL = 1e-3`` in ``SpatialResample``);
+    header round-off (float32 qform/sform) stays far below it, a misregistration of a voxel or a flip does not.
+    """
+    return bool(np.allclose(np.asarray(first, np.float64), np.asarray(second, np.float64), atol=AFFINE_ATOL))
 
 
 @dataclass(frozen=True)
@@ -174,35 +208,62 @@ def to_source_orientation(canonical_xyz: np.ndarray, source_affine: np.ndarray) 
 
 
 def _read_array(image: nib.Nifti1Image, path: Path, dtype: np.dtype | type) -> np.ndarray:
-    """Decode the voxel array with header scaling, turning decompression errors into a ``ValueError``."""
+    """Decode the voxel array with header scaling, turning decompression errors into a ``ValueError``.
+
+    An integer ``dtype`` (label maps) never truncates: stored values that are not whole numbers are refused.
+    """
     try:
         if np.issubdtype(dtype, np.floating):
             return image.get_fdata(dtype=dtype)
-        return np.asanyarray(image.dataobj).astype(dtype, copy=False)
+        stored = np.asanyarray(image.dataobj)
     except _READ_ERRORS as err:
         msg = f"Cannot decode the voxel data of {path}: {err}. The file is truncated or corrupt; re-download it."
         raise ValueError(msg) from err
+    if np.issubdtype(stored.dtype, np.floating):
+        _check_whole_numbers(stored, path)
+    return stored.astype(dtype, copy=False)
 
 
-def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32) -> Volume:
+def _check_whole_numbers(values: np.ndarray, path: Path) -> None:
+    """Refuse NaN, infinite or fractional values where integer labels are expected."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        msg = f"Label map {path} holds {int(values.size - finite.sum())} NaN or infinite voxels; expected labels."
+        raise ValueError(msg)
+    fractional = values != np.round(values)
+    if fractional.any():
+        examples = ", ".join(f"{v:g}" for v in np.unique(values[fractional])[:5])
+        msg = (
+            f"Label map {path} holds non-integer values ({int(fractional.sum())} voxels, e.g. {examples}): it "
+            "looks interpolated. A segmentation must hold integer labels; resample it with nearest-neighbour "
+            "interpolation (or round it) and save it again."
+        )
+        raise ValueError(msg)
+
+
+def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32, check_finite: bool = True) -> Volume:
     """Read a 3D NIfTI scan into canonical RAS+ orientation.
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
         dtype: Output dtype. Floating dtypes apply the header's scaling (``get_fdata``); integer dtypes
-            (e.g. ``np.uint8`` for label maps) cast the stored values. Defaults to ``np.float32``.
+            (e.g. ``np.int32`` for label maps) take the scaled stored values, which must be whole numbers (an
+            interpolated label map is refused, never truncated). Defaults to ``np.float32``.
+        check_finite: Refuse NaN or infinite intensities. Defaults to ``True``; ``False`` only decodes (used
+            where the check is left to the moment a slice is served).
 
     Returns:
         The :class:`Volume`.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is truncated or corrupt, is not 3D, or holds NaN or infinite values.
+        ValueError: If the file is truncated or corrupt, is not 3D, holds NaN or infinite values, or (integer
+            ``dtype``) holds values that are not whole numbers.
     """
     path = Path(path)
     image = _load_image(path)
     data = _read_array(image, path, dtype)
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+    if check_finite and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         bad = int(data.size - np.isfinite(data).sum())
         msg = f"NIfTI file {path} holds {bad} NaN or infinite voxels; expected finite intensities. Fix the scan."
         raise ValueError(msg)
@@ -220,6 +281,23 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32) -> Vol
         path=path,
         space=NiftiSpace.from_header(image.header),
     )
+
+
+def read_label_map(path: str | Path) -> Volume:
+    """Read a segmentation as ``int32`` labels in canonical orientation (see :func:`lesion_mask` for the lesion).
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` label map.
+
+    Returns:
+        The :class:`Volume` with ``int32`` data.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file is truncated or corrupt, is not 3D, or holds values that are not whole numbers
+            (an interpolated label map: rounding it silently would move the lesion border).
+    """
+    return read_volume(path, dtype=np.int32)
 
 
 def read_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:

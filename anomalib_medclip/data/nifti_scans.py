@@ -7,6 +7,14 @@
 model trained on BraTS can be run on new scans and its slice maps stacked back per volume (``volume_id``,
 ``slice_index``) and saved over the source scan with :func:`~anomalib_medclip.data.nifti.to_source_orientation`.
 
+Each file's name without ``.nii``/``.nii.gz`` (in any letter case: ``C-T2W.NII.GZ`` is read as ``C-T2W``) is its
+``volume_id``, the name of its outputs. Two files with the same ``volume_id`` (``x-t2w.nii`` and ``x-t2w.nii.gz``;
+also ``x-t2w.nii.gz`` and ``X-T2W.nii.gz``, which share output names on case-insensitive file systems) are an error
+naming both files, never one output silently overwriting the other. Files that are not read are listed in one
+warning, with the reason: not ``.nii``/``.nii.gz``, a mixed-case ``.Nii`` extension nibabel cannot open, or (with
+``modality``) a name without a modality. Expected skips are not listed: hidden files, segmentations (``*seg*``) and,
+with ``modality``, the other BraTS modalities. Sub-folders are not searched.
+
 Example:
     >>> from anomalib_medclip.data import NiftiScans
     >>> datamodule = NiftiScans(path="scans/", modality="t2f")  # doctest: +SKIP
@@ -16,12 +24,14 @@ Example:
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import LabelName, Split
+from torch.utils.data import DataLoader
 
 from anomalib_medclip.data.brats import MODALITY_ALIASES, Modality, canonical_modality
 from anomalib_medclip.data.nifti import read_geometry
@@ -29,7 +39,11 @@ from anomalib_medclip.data.volume_slices import NiftiSliceDataset, VolumeEvalLoa
 
 __all__ = ["NiftiScans", "make_nifti_scans_dataset"]
 
-_SUFFIX = re.compile(r"\.nii(\.gz)?$")
+_SUFFIX = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+_READABLE_SUFFIX = re.compile(r"\.(nii|NII)(\.[gG][zZ])?$")  # nibabel cannot open a mixed-case ".Nii"
+_ANY_MODALITY = re.compile(
+    rf"[-_.]({'|'.join(['seg', *MODALITY_ALIASES, *MODALITY_ALIASES.values()])})\.nii(\.gz)?$", re.IGNORECASE
+)
 
 
 def _modality_pattern(modality: str) -> re.Pattern[str]:
@@ -37,6 +51,56 @@ def _modality_pattern(modality: str) -> re.Pattern[str]:
     canonical = canonical_modality(modality)
     names = [canonical, *(alias for alias, target in MODALITY_ALIASES.items() if target == canonical)]
     return re.compile(rf"[-_.]({'|'.join(names)})\.nii(\.gz)?$", re.IGNORECASE)
+
+
+def _skip_reason(file: Path, pattern: re.Pattern[str] | None) -> str | None:
+    """Why a file of the folder is not read, ``""`` for an expected skip, ``None`` when it is read."""
+    name = file.name
+    if name.startswith("."):
+        return ""
+    if not _SUFFIX.search(name):
+        return "not a .nii/.nii.gz file"
+    if not _READABLE_SUFFIX.search(name):
+        return "mixed-case extension that nibabel cannot open; rename it to .nii.gz"
+    if pattern is None:
+        return "" if "seg" in name.lower() else None
+    if pattern.search(name):
+        return None
+    return "" if _ANY_MODALITY.search(name) else "name does not end in a modality (e.g. case-t2w.nii.gz)"
+
+
+def _select_files(folder: Path, modality: str | None) -> list[Path]:
+    """The scans of a folder to read; one warning lists the unexpected skips."""
+    pattern = _modality_pattern(modality) if modality else None
+    files, skipped = [], []
+    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+        reason = _skip_reason(file, pattern)
+        if reason is None:
+            files.append(file)
+        elif reason:
+            skipped.append(f"{file.name!r} ({reason})")
+    if skipped:
+        wanted = f" with modality {modality!r}" if modality else ""
+        warnings.warn(
+            f"NiftiScans skips {len(skipped)} file(s) in {folder} that are not scans{wanted}: {', '.join(skipped)}.",
+            stacklevel=4,
+        )
+    return files
+
+
+def _volume_ids(files: list[Path]) -> list[str]:
+    """File names without ``.nii[.gz]``; two files with the same id (ignoring letter case) are an error."""
+    ids = [_SUFFIX.sub("", file.name) for file in files]
+    seen: dict[str, Path] = {}
+    for file, volume_id in zip(files, ids, strict=True):
+        other = seen.setdefault(volume_id.casefold(), file)
+        if other != file:
+            msg = (
+                f"NiftiScans files {other} and {file} have the same volume id {volume_id!r} (the file name without "
+                ".nii/.nii.gz, letter case ignored), so their outputs would overwrite each other. Rename or move one."
+            )
+            raise ValueError(msg)
+    return ids
 
 
 def make_nifti_scans_dataset(path: str | Path, modality: Modality | str | None = None) -> pd.DataFrame:
@@ -53,21 +117,24 @@ def make_nifti_scans_dataset(path: str | Path, modality: Modality | str | None =
 
     Raises:
         FileNotFoundError: If ``path`` does not exist or holds no matching NIfTI file.
+        ValueError: If two files have the same volume id.
     """
     path = Path(path)
     if not path.exists():
         msg = f"Scan path {path} does not exist; pass a .nii/.nii.gz file or a folder of them."
         raise FileNotFoundError(msg)
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and _SUFFIX.search(p.name))
-    pattern = _modality_pattern(modality) if modality else None
-    files = [f for f in files if (pattern.search(f.name) if pattern else "seg" not in f.name.lower())]
+    if path.is_file():
+        files = [path] if _skip_reason(path, _modality_pattern(modality) if modality else None) is None else []
+    else:
+        files = _select_files(path, modality)
     if not files:
         msg = f"No NIfTI scan in {path} matches modality {modality!r} (expected names like case-t2w.nii.gz)."
+        if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+            msg += " Sub-folders are not searched: point `path` at the folder that holds the scans."
         raise FileNotFoundError(msg)
     rows = []
-    for index, file in enumerate(files):
+    for index, (file, volume_id) in enumerate(zip(files, _volume_ids(files), strict=True)):
         shape, _ = read_geometry(file)
-        volume_id = _SUFFIX.sub("", file.name)
         rows += [
             (str(file), "", int(LabelName.UNKNOWN), volume_id, index, z, Split.TEST.value) for z in range(shape[2])
         ]
@@ -121,3 +188,17 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
 
     def _create_test_split(self) -> None:
         """Serve every scan as it is (there are no labels to split by)."""
+
+    def val_dataloader(self) -> DataLoader:
+        """Refuse: unlabelled scans have no validation split, which thresholds and normalisation are learnt from.
+
+        anomalib's ``predict`` validates a model given without ``ckpt_path`` to learn them; here that must come from a
+        checkpoint written by ``anomalib train`` on labelled data (for zero-shot models too: their ``train`` only
+        validates).
+        """
+        msg = (
+            f"NiftiScans ({self.path}) holds unlabelled scans: there is no validation split to learn the thresholds "
+            "and the normalisation from. Pass --ckpt_path (Engine.predict(ckpt_path=...)) with the model.ckpt that "
+            "`anomalib train` wrote on labelled data (zero-shot models too: their `train` only validates)."
+        )
+        raise ValueError(msg)

@@ -11,7 +11,9 @@ holds its own copy of the dataset and therefore its own cache, so memory stays b
 orientation of :func:`~anomalib_medclip.data.nifti.slice_to_image`, scaled per slice to [0, 1] between the
 0.5th and 99.5th percentiles of the non-zero voxels, repeated to 3 channels; the model's ``PreProcessor`` resizes
 and normalises. Each slice also carries its ``brain_mask`` (:func:`~anomalib_medclip.data.nifti.brain_mask` of the
-source intensities, same size and orientation as the served image).
+source intensities, same size and orientation as the served image). The served ``gt_mask`` is
+:func:`~anomalib_medclip.data.nifti.lesion_mask` of :func:`~anomalib_medclip.data.nifti.read_label_map`, the rule
+that also gives the table's slice labels and the 3D ground truth.
 
 Example:
     >>> from anomalib_medclip.data import BraTS
@@ -34,7 +36,7 @@ from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Mask
 
 from anomalib_medclip.data.dataclasses import MedSliceBatch, MedSliceItem
-from anomalib_medclip.data.nifti import brain_mask, read_volume, slice_to_image
+from anomalib_medclip.data.nifti import brain_mask, lesion_mask, read_label_map, read_volume, slice_to_image
 
 __all__ = ["SLICE_COLUMNS", "NiftiSliceDataset", "VolumeBatchSampler", "VolumeEvalLoadersMixin", "scale_slice"]
 
@@ -76,7 +78,7 @@ class _VolumeCache:
         if key in self._store:
             self._store.move_to_end(key)
             return self._store[key]
-        array = read_volume(path).data if kind == "image" else read_volume(path, dtype=np.int32).data > 0
+        array = read_volume(path).data if kind == "image" else lesion_mask(read_label_map(path).data)
         self._store[key] = array
         while len(self._store) > self.size:
             self._store.popitem(last=False)

@@ -3,6 +3,6 @@
 """Helpers shared across the package that belong to no single part: atomic writes, run descriptions."""
 
 from anomalib_medclip.utils.describe import Describable, describe, jsonable
-from anomalib_medclip.utils.io import write_atomic
+from anomalib_medclip.utils.io import claim_output_dir, write_atomic
 
-__all__ = ["Describable", "describe", "jsonable", "write_atomic"]
+__all__ = ["Describable", "claim_output_dir", "describe", "jsonable", "write_atomic"]

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["claim_output_dir", "write_atomic"]
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
@@ -35,3 +35,22 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return path
+
+
+def claim_output_dir(base: Path) -> Path:
+    """Create and return a folder no other run writes to: ``base``, else ``base_v1``, ``base_v2``, ...
+
+    The folder is created with an exclusive ``mkdir``, so two runs started at once into one results folder (anomalib
+    reuses a training run's workspace for every later ``test``/``predict``) never share it, and a folder holding
+    another run's outputs is never added to.
+    """
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for version in range(10_000):
+        candidate = base if version == 0 else base.with_name(f"{base.name}_v{version}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    msg = f"{base.parent} holds 10000 output folders named {base.name}*: choose another results folder."
+    raise FileExistsError(msg)

@@ -143,9 +143,9 @@ class VolumeEvaluator(Callback):
 
     # ------------------------------------------------------------------ wiring
     def _start(self, trainer: Any) -> None:
+        # Rank 0 alone writes, into a folder of this run's own (the report claims volumes/, else volumes_v1/, ...:
+        # anomalib reuses the training workspace for every later test/predict run, whose outputs must not mix).
         output = str(Path(trainer.default_root_dir) / "volumes")
-        # anomalib's versioned workspace is created per process (rank 1 may get v1 while rank 0 has v0): use rank 0's
-        output = trainer.strategy.broadcast(output, src=0) if trainer.world_size > 1 else output
         self._buffer = SliceBuffer()
         self._buffer.expect(getattr(getattr(getattr(trainer, "datamodule", None), "test_data", None), "samples", None))
         self._report = VolumeReport(Path(output), self._settings)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from anomalib_medclip.data.nifti import Volume, brain_mask, read_volume
+from anomalib_medclip.data.nifti import Volume, brain_mask, lesion_mask, read_label_map
 from anomalib_medclip.volumes.metrics import VolumeScores, dice_2d_mean, hd95, volume_scores
 from anomalib_medclip.volumes.settings import EvaluationSettings
 from anomalib_medclip.volumes.stacking import postprocess_volume, remove_small_components, stack_slices
@@ -94,7 +94,25 @@ class VolumeResult:
             "threshold": self.threshold,
             **({"hd95": self.hd95} if self.hd95 is not None else {}),
             "lesion_ml": self.lesion_ml,
+            "note": self.note,
         }
+
+    @property
+    def note(self) -> str:
+        """Why some of the volume's metrics are undefined (empty when all are defined)."""
+        if not self.counted.any():
+            return "no counted voxels (the scan is all 0: no brain): every metric undefined"
+        reasons = []
+        if self.scores is not None and self.scores.lesion_voxels == 0:
+            lost = int(self.gt.sum()) if self.gt is not None else 0
+            reasons.append(
+                f"no lesion among the counted voxels ({lost} lesion voxels outside them): Dice, sensitivity undefined"
+                if lost
+                else "no lesion (empty ground truth): Dice, sensitivity undefined; counted in specificity"
+            )
+        if self.scores is not None and self.scores.predicted_voxels == 0:
+            reasons.append("nothing predicted: PPV undefined")
+        return "; ".join(reasons)
 
 
 def oracle_threshold(score: np.ndarray, gt: np.ndarray) -> float:
@@ -163,7 +181,7 @@ def read_ground_truth(mask_path: str | Path, image: Volume) -> np.ndarray:
     Raises:
         ValueError: If the segmentation is not on the grid of ``image`` (the scan it belongs to).
     """
-    gt = read_volume(mask_path, dtype=np.int32).data > 0
+    gt = lesion_mask(read_label_map(mask_path).data)  # the package's one lesion rule
     if gt.shape != image.data.shape:
         msg = (
             f"Segmentation {mask_path} has canonical shape {gt.shape}, its image {image.path} has "

@@ -12,6 +12,7 @@ slice score, predicted anomalous volume in ml, flagged slices). At the end of a 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,15 @@ import pandas as pd
 import torch
 
 from anomalib_medclip.data.nifti import Volume, to_source_orientation
-from anomalib_medclip.utils import write_atomic
+from anomalib_medclip.utils import claim_output_dir, write_atomic
 from anomalib_medclip.volumes.brats_official import write_brats_lesionwise
 from anomalib_medclip.volumes.finalise import VolumeResult
 from anomalib_medclip.volumes.metrics import VoxelCurves
 from anomalib_medclip.volumes.plots import write_plots
 from anomalib_medclip.volumes.settings import EvaluationSettings
 from anomalib_medclip.volumes.stacking import write_nifti
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CSV_COLUMNS", "HD95_DEFINITION", "NORMALISATION", "STATS", "VolumeReport"]
 
@@ -40,7 +43,7 @@ HD95_DEFINITION = (
 STATS = ("dice", "sensitivity", "specificity", "ppv", "dice_2d_mean")
 CSV_COLUMNS = (
     "volume_id", "dice", "sensitivity", "specificity", "ppv", "lesion_voxels", "predicted_voxels", "dice_2d_mean",
-    "threshold",
+    "threshold", "note",
 )  # fmt: skip
 
 
@@ -57,17 +60,30 @@ def _write_json(path: Path, payload: dict[str, Any]) -> Path:
 class VolumeReport:
     """Writes the per-volume files as volumes are finalised, and keeps what the end-of-run tables need.
 
+    The run's folder is claimed when the first file is written (a run without volumes creates none): ``base``, or
+    ``base_v1``, ``base_v2``, ... when another run's outputs are there (``utils.claim_output_dir``).
+
     Args:
-        output: The ``volumes/`` folder.
+        base: Where the outputs go, normally ``<results>/volumes``.
         settings: The evaluation options (recorded in ``summary.json``; they decide the optional columns).
     """
 
-    def __init__(self, output: Path, settings: EvaluationSettings) -> None:
-        self.output = Path(output)
+    def __init__(self, base: Path, settings: EvaluationSettings) -> None:
+        self.base = Path(base)
+        self._output: Path | None = None
         self.settings = settings
         self._rows: list[dict[str, Any]] = []
         self._slices: list[dict[str, Any]] = []
         self._curves = VoxelCurves(settings.curve_thresholds, sync_on_compute=False)  # one process sees every voxel
+
+    @property
+    def output(self) -> Path:
+        """This run's own folder (claimed on first use; warned when it is not ``base``)."""
+        if self._output is None:
+            self._output = claim_output_dir(self.base)
+            if self._output != self.base:
+                logger.warning("%s holds another run's 3D outputs: this run writes to %s.", self.base, self._output)
+        return self._output
 
     def write_maps(self, volume_id: str, image: Volume, result: VolumeResult) -> None:
         """``<volume_id>_anomaly_map.nii.gz`` and ``<volume_id>_pred_mask.nii.gz`` over the source scan."""
@@ -77,7 +93,10 @@ class VolumeReport:
 
     def add(self, volume_id: str, mask_path: str, result: VolumeResult) -> None:
         """Keep a labelled volume's table row, lesion-slice rows and voxels for the curves."""
-        self._rows.append({"volume_id": volume_id, **result.metric_row(), "mask_path": mask_path})
+        row = {"volume_id": volume_id, **result.metric_row(), "mask_path": mask_path}
+        if not result.counted.any():
+            logger.warning("Volume %s: %s (%s).", volume_id, row["note"], mask_path)
+        self._rows.append(row)
         self._curves.update(torch.from_numpy(result.score[result.counted]), torch.from_numpy(result.gt[result.counted]))
         for z in np.flatnonzero(~np.isnan(result.slice_dice)):
             self._slices.append(
@@ -124,12 +143,13 @@ class VolumeReport:
             "model": model,
             "data": data,
             "volumes": len(table),
+            "volume_ids": table["volume_id"].tolist(),  # exactly the volumes of this folder
         }
 
     def write(self, summary: dict[str, Any]) -> None:
         """The end-of-run files: table, summary, plots and the optional official lesion-wise table."""
         table = self.table()
-        columns = [*CSV_COLUMNS, *(["hd95"] if self.settings.hd95 else [])]
+        columns = [*CSV_COLUMNS[:-1], *(["hd95"] if self.settings.hd95 else []), CSV_COLUMNS[-1]]
         write_atomic(self.output / "metrics_per_volume.csv", lambda tmp: table[columns].to_csv(tmp, index=False))
         _write_json(self.output / "summary.json", summary)
         write_plots(self.output, table, pd.DataFrame(self._slices))

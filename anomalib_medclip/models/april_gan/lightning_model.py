@@ -34,7 +34,13 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import Activation, PosEmbedMode, config_activation, native_image_size
+from anomalib_medclip.backbones import (
+    Activation,
+    PosEmbedMode,
+    config_activation,
+    native_image_size,
+    openai_weights_evidence,
+)
 from anomalib_medclip.models.april_gan.torch_model import AprilGANModel
 from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
 from anomalib_medclip.models.components.losses import MapLoss
@@ -50,10 +56,16 @@ def original_activation(backbone: str, pretrained: str | Path | None, image_size
 
     Its vendored open_clip loads OpenAI weights as the QuickGELU model only at the native input size; at any other
     size it builds ``CLIP(**config)``, i.e. the config's activation (``nn.GELU``, not what the weights were trained
-    with). Other weights get the config's activation; ``hf-hub:`` models keep their own (``"auto"``).
+    with). OpenAI weights are the ``openai`` tag or a local file that holds them (the offline substitute for the tag,
+    see :func:`~anomalib_medclip.backbones.openai_weights_evidence`); other weights get the config's activation;
+    ``hf-hub:`` models keep their own (``"auto"``).
     """
     activation = config_activation(backbone)
-    if activation != "auto" and str(pretrained).lower() == "openai":
+    if activation == "auto" or pretrained is None:
+        return activation
+    is_file = Path(str(pretrained)).expanduser().is_file()
+    openai = str(pretrained).lower() == "openai" or (is_file and openai_weights_evidence(backbone, pretrained))
+    if openai:
         return "quick_gelu" if image_size in {None, native_image_size(backbone)} else activation
     return activation
 

@@ -42,9 +42,10 @@ from torch import nn
 from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
 
 from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
-from anomalib_medclip.models.components.checkpoint import SlimCheckpointMixin
+from anomalib_medclip.models.components.checkpoint import SlimCheckpointMixin, check_checkpoint_file
 from anomalib_medclip.models.components.text import PromptedModel
 from anomalib_medclip.prompts import DEFAULT_OBJECT, indefinite_article
+from anomalib_medclip.utils import describe
 from anomalib_medclip.visualization import SliceVisualizer
 from anomalib_medclip.volumes import VolumeEvaluator
 
@@ -231,10 +232,33 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
         return DEFAULT_OBJECT
 
     def setup(self, stage: str) -> None:
-        """Lightning, before every stage: set up the prompts unless they are (e.g. trained with a phrase already)."""
+        """Lightning, before every stage: check the checkpoint to restore, set up the prompts unless they are."""
         del stage
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and isinstance(trainer.ckpt_path, str | Path):
+            check_checkpoint_file(trainer.ckpt_path)
         if not self.model.text_ready:
             self.model.setup_text(self.resolve_object_name())
+
+    def on_fit_start(self) -> None:
+        """Refuse to fit a trainable model on an empty training split (Lightning would skip training without a word)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        train = getattr(datamodule, "train_data", None)
+        if self.is_trainable and train is not None and len(train) == 0:
+            msg = (
+                f"{type(self).__name__} trains ({self.learning_type.value}), but the training split of "
+                f"{describe(datamodule)} is empty. Use data with a training split (BMAD's MVFA release has none: "
+                "shots=K or leave_one_out=True build one), or a setting that does not train (e.g. "
+                "official_checkpoint=..., finetune_layers=0)."
+            )
+            raise ValueError(msg)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's, after checking that the file is a whole checkpoint (a clear error naming it otherwise)."""
+        if isinstance(checkpoint_path, str | Path):
+            check_checkpoint_file(checkpoint_path)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # ------------------------------------------------------------------ checkpoints and reports
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

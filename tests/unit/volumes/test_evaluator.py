@@ -321,3 +321,38 @@ def test_a_repeated_slice_of_a_finished_volume_is_ignored(tmp_path: Path, cases:
     evaluator.on_test_epoch_end(trainer, module)
     assert len(pd.read_csv(tmp_path / "volumes" / "metrics_per_volume.csv")) == 1
     assert (tmp_path / "volumes" / f"{name}_anomaly_map.nii.gz").stat().st_mtime_ns == written
+
+
+def test_two_runs_into_one_results_folder_never_mix(tmp_path: Path, cases: dict) -> None:
+    """Bad input #10: a second run into the same results folder gets its own folder; each summary lists its volumes."""
+    first = {k: cases[k] for k in ("perfect", "zero")}
+    second = {k: cases[k] for k in ("random", "empty")}
+    _run(tmp_path, first, VolumeEvaluator())
+    _run(tmp_path, second, VolumeEvaluator())
+    for folder, run in (("volumes", first), ("volumes_v1", second)):
+        out = tmp_path / "run" / folder
+        names = sorted(name for *_, name in run.values())
+        assert sorted(p.name.removesuffix("_pred_mask.nii.gz") for p in out.glob("*_pred_mask.nii.gz")) == names
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["volume_ids"] == names
+        assert summary["volumes"] == len(names)
+        assert sorted(pd.read_csv(out / "metrics_per_volume.csv").volume_id) == names
+
+
+def test_undefined_metrics_say_why(tmp_path: Path, cases: dict, caplog: pytest.LogCaptureFixture) -> None:
+    """Bad input #5: an all-zero scan with a lesion is warned about; no row of NaN without a reason."""
+    image, seg = _write_case(tmp_path, "case_black", lesion=True, seed=9)
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), AFFINE), image)
+    plan = {"perfect": cases["perfect"], "empty": cases["empty"], "zero": (image, seg, "case_black")}
+    with caplog.at_level("WARNING"):
+        _run(tmp_path, plan, VolumeEvaluator())
+    table = pd.read_csv(tmp_path / "run" / "volumes" / "metrics_per_volume.csv").set_index("volume_id")
+    assert table.loc["case_black", "note"].startswith("no counted voxels (the scan is all 0")
+    assert math.isnan(table.loc["case_black", "dice"])
+    assert "Volume case_black: no counted voxels" in caplog.text
+    assert table.loc["case_e", "note"].startswith("no lesion (empty ground truth)")
+    assert pd.isna(table.loc["case_p", "note"])  # every metric defined: no note
+    for row in table.itertuples():  # a NaN anywhere comes with a reason
+        if any(math.isnan(getattr(row, s)) for s in ("dice", "sensitivity", "specificity", "ppv")):
+            assert isinstance(row.note, str)
+            assert row.note
