@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -216,6 +217,10 @@ class DemoBraTS(BraTS):
         )
         self.n_subjects = n_subjects
         self.generation_seed = generation_seed
+
+    def describe(self) -> dict[str, Any]:
+        """:meth:`BraTS.describe`, plus what generated the data (a synthetic set: never a result)."""
+        return {**super().describe(), "n_subjects": self.n_subjects, "generation_seed": self.generation_seed}
 
     def prepare_data(self) -> None:
         """Generate the demo set if it is not there yet (main process only, as Lightning calls it)."""

@@ -272,7 +272,7 @@ def test_unknown_option_is_refused() -> None:
 
 def test_summary_describes_the_datamodule(tmp_path: Path, cases: dict) -> None:
     """``data`` comes from the datamodule's own describe(): what defines the data and split, root made absolute."""
-    datamodule = DemoBraTS(root=tmp_path / "demo", modality="flair", seed=3, test_ratio=0.4)
+    datamodule = DemoBraTS(root=tmp_path / "demo", modality="flair", seed=3, test_ratio=0.4, n_subjects=5)
     _run(tmp_path, cases, VolumeEvaluator(), datamodule=datamodule)
     summary = json.loads((tmp_path / "run" / "volumes" / "summary.json").read_text())
     assert summary["data"]["class"] == "DemoBraTS"
@@ -280,6 +280,7 @@ def test_summary_describes_the_datamodule(tmp_path: Path, cases: dict) -> None:
     assert summary["data"]["modality"] == "t2f"
     assert summary["data"]["seed"] == 3
     assert summary["data"]["ratios"] == {"test": 0.4, "val": 0.1, "train": pytest.approx(0.5)}
+    assert (summary["data"]["n_subjects"], summary["data"]["generation_seed"]) == (5, 0)  # DemoBraTS: how generated
     assert summary["model"] == {"class": "SimpleNamespace", "note": "describes no settings (no describe() method)"}
 
 
