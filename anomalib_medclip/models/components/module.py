@@ -234,9 +234,9 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
     def setup(self, stage: str) -> None:
         """Lightning, before every stage: check the checkpoint to restore, set up the prompts unless they are."""
         del stage
-        trainer = getattr(self, "_trainer", None)
-        if trainer is not None and isinstance(trainer.ckpt_path, str | Path):
-            check_checkpoint_file(trainer.ckpt_path)
+        ckpt_path = getattr(getattr(self, "_trainer", None), "ckpt_path", None)  # the one Lightning restores next
+        if isinstance(ckpt_path, str | Path):
+            check_checkpoint_file(ckpt_path)
         if not self.model.text_ready:
             self.model.setup_text(self.resolve_object_name())
 
