@@ -296,7 +296,7 @@ class CLIPBackbone(nn.Module):
         device = self.clip.logit_scale.device
         key = (tuple(texts), normalize, str(device), self.clip.logit_scale.dtype)
         if key not in self._text_cache:
-            with torch.inference_mode(False):  # cached tensors outlive the stage: never inference tensors
+            with torch.inference_mode(False), torch.no_grad():  # cached tensors outlive the stage: no inference tensors
                 self._text_cache[key] = self._encode_by_length(texts, normalize)
         return self._text_cache[key]
 

@@ -167,7 +167,7 @@ def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
-        return any("/code/" in f"/{member}" for member in archive.namelist())
+        return any(member.split("/")[1:2] == ["code"] for member in archive.namelist())
 
 
 def openai_weights_evidence(name: str, path: str | Path) -> str | None:
@@ -263,8 +263,8 @@ def _forced_hub_offline() -> Iterator[None]:
 
 
 def _build(name: str, pretrained: str | None, quick_gelu: bool, seed: int) -> nn.Module:
-    with torch.random.fork_rng(devices=[]), redirect_stderr(StringIO()):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]), redirect_stderr(StringIO()):  # CPU generator only, restored after
+        torch.default_generator.manual_seed(seed)
         return open_clip.create_model(
             name, pretrained=pretrained, quick_gelu=quick_gelu, require_pretrained=bool(pretrained)
         )

@@ -298,6 +298,13 @@ class MedBMAD(AnomalibDataModule):
         self._object_name = object_name
 
     @property
+    def empty_train_split_reason(self) -> str | None:
+        """Why the train split is empty (a release without ``train/``), for the error a model that trains raises."""
+        if getattr(self, "train_data", None) is None or len(self.train_data) or not self._no_train_folder():
+            return None
+        return no_train_split_message(self.root, self.category)
+
+    @property
     def object_name(self) -> str:
         """Object phrase for text prompts (MVFA's phrase unless given)."""
         return self._object_name or OBJECT_NAMES[self.category]

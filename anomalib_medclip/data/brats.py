@@ -155,8 +155,8 @@ def _scan_root(root: Path) -> tuple[list[tuple[_Convention, Path]], list[Path]]:
         convention = _convention_of(top.name)
         if convention is not None:
             cases.append((convention, top))
-        cases += [(c, q) for q, c in inner if c is not None]
-        if convention is None:
+        if convention is None:  # a batch folder (or other): its sub-folders may be cases
+            cases += [(c, q) for q, c in inner if c is not None]
             holds_cases = any(c is not None for _, c in inner)
             skipped += [q for q, c in inner if c is None] if holds_cases else [top]
     skipped = [p for p in skipped if not p.name.startswith(".")]
@@ -247,7 +247,7 @@ def _check_labels(seg_path: Path, labels: np.ndarray, convention: _Convention) -
     """
     accepted = convention.labels | convention.tolerated
     low, high = int(labels.min()), int(labels.max())
-    if low < min(accepted) or high > max(accepted) or set(range(low, high + 1)) - accepted:
+    if low < min(accepted) or high > max(accepted):  # both conventions are contiguous ranges
         values = np.unique(labels).tolist()
         unexpected = sorted(set(values) - accepted)
         if unexpected:

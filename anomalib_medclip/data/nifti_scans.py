@@ -123,12 +123,16 @@ def make_nifti_scans_dataset(path: str | Path, modality: Modality | str | None =
     if not path.exists():
         msg = f"Scan path {path} does not exist; pass a .nii/.nii.gz file or a folder of them."
         raise FileNotFoundError(msg)
+    reason = None
     if path.is_file():
-        files = [path] if _skip_reason(path, _modality_pattern(modality) if modality else None) is None else []
+        reason = _skip_reason(path, _modality_pattern(modality) if modality else None)
+        files = [path] if reason is None else []
     else:
         files = _select_files(path, modality)
     if not files:
         msg = f"No NIfTI scan in {path} matches modality {modality!r} (expected names like case-t2w.nii.gz)."
+        if reason:
+            msg = f"Scan {path} is not read: {reason}."
         if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
             msg += " Sub-folders are not searched: point `path` at the folder that holds the scans."
         raise FileNotFoundError(msg)

@@ -30,6 +30,8 @@ def check_checkpoint_file(path: str | Path) -> None:
     ``torch.save`` (and so Lightning) writes zip archives whose directory sits at the end of the file: a truncated
     file has none, and the error that reading it raises deep inside fsspec or torch names neither file nor cause.
     """
+    if "://" in str(path):  # a URL or fsspec location (s3://, https://): Lightning reads it, nothing to check here
+        return
     path = Path(path).expanduser()
     if not path.is_file():
         msg = f"Checkpoint {path} does not exist: pass the model.ckpt that `anomalib train` wrote (weights/lightning/)."

@@ -138,8 +138,8 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
         if not self._new_backbone:
             msg = f"{type(self).__name__}.build_model can be called once, in __init__."
             raise RuntimeError(msg)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._seed)
+        with torch.random.fork_rng(devices=[]):  # the CPU generator, restored after; CUDA's is never touched
+            torch.default_generator.manual_seed(self._seed)
             return factory(self._new_backbone.pop())
 
     @property
@@ -245,11 +245,13 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
         datamodule = getattr(self.trainer, "datamodule", None)
         train = getattr(datamodule, "train_data", None)
         if self.is_trainable and train is not None and len(train) == 0:
+            reason = getattr(datamodule, "empty_train_split_reason", None) or (
+                "Use data with a training split, or a setting that does not train (e.g. official_checkpoint=..., "
+                "finetune_layers=0)."
+            )
             msg = (
                 f"{type(self).__name__} trains ({self.learning_type.value}), but the training split of "
-                f"{describe(datamodule)} is empty. Use data with a training split (BMAD's MVFA release has none: "
-                "shots=K or leave_one_out=True build one), or a setting that does not train (e.g. "
-                "official_checkpoint=..., finetune_layers=0)."
+                f"{describe(datamodule)} is empty. {reason}"
             )
             raise ValueError(msg)
 
@@ -268,7 +270,11 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
         checkpoint["object_name"] = self.model.object_name
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse another model's checkpoint; restore the prompts' phrase and the stored 3D-evaluation settings."""
+        """Refuse another model's checkpoint; restore the prompts' phrase and the stored 3D-evaluation settings.
+
+        The stored settings apply when the model was built with the default ``volume_evaluator=True``; a checkpoint
+        trained with ``False`` cannot switch off the callback Lightning has already attached (pass ``False`` again).
+        """
         saved = checkpoint.get(_MODEL_KEY)
         if saved is not None and saved.get("torch_model") != type(self.model).__name__:
             saved_class, own = saved.get("class"), type(self).__name__

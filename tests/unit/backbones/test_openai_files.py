@@ -38,6 +38,9 @@ def test_evidence(tiny_weights: tuple, tmp_path: Path) -> None:
     model, plain, scripted = tiny_weights
     assert "TorchScript archive" in openai_weights_evidence(TINY_TEST_BACKBONE, scripted)
     assert openai_weights_evidence(TINY_TEST_BACKBONE, plain) is None
+    code = tmp_path / "code.pt"  # torch.save names the archive's folder after the file: code/data.pkl
+    torch.save(model.state_dict(), code)
+    assert openai_weights_evidence(TINY_TEST_BACKBONE, code) is None
     marked = tmp_path / "marked.pt"
     torch.save({**model.state_dict(), "input_resolution": torch.tensor(32)}, marked)
     assert "input_resolution" in openai_weights_evidence(TINY_TEST_BACKBONE, marked)

@@ -147,6 +147,7 @@ def test_mvfa_release_without_train_gives_an_empty_train_split(
     assert "has no train/ split" in caplog.text
     assert "only models that do not train" in caplog.text
     message = no_train_split_message(tmp_path, "Liver")
+    assert datamodule.empty_train_split_reason == message  # what a model that trains is refused with
     assert f"BMAD Liver under {tmp_path} has no train/ split" in message
     assert "use shots=K or leave_one_out=True" in message
 

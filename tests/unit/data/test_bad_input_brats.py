@@ -112,6 +112,15 @@ def test_segmentation_off_its_image_grid_is_refused_with_both_affines(tmp_path: 
     assert sorted(set(samples.volume_id)) == ["BraTS-MET-00002-000", "BraTS-MET-00003-000"]
 
 
+def test_folders_inside_a_case_folder_are_not_cases(tmp_path: Path, read_only: Callable) -> None:
+    """Only batch folders are searched one level down: a case folder's sub-folders are never extra cases."""
+    root = tmp_path / "met"
+    _write_case(root / "BraTS-MET-00001-000", 0)
+    _write_case(root / "BraTS-MET-00001-000" / "BraTS-MET-00002-000", 1)  # e.g. a stray copy inside a case
+    read_only(root)
+    assert sorted(set(BraTSDataset(root).samples.volume_id)) == ["BraTS-MET-00001-000"]
+
+
 # ----------------------------------------------------------------------------------------------- 3. label values
 @pytest.mark.parametrize("label", [4, 255, -1])
 def test_labels_outside_the_convention_are_refused(tmp_path: Path, read_only: Callable, label: int) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from anomalib_medclip.data import NiftiScans
 from anomalib_medclip.models import MedCrossModalCLIP, VanillaCLIP
+from anomalib_medclip.models.components.checkpoint import check_checkpoint_file
 
 
 def _save(model: torch.nn.Module, path: Path) -> Path:
@@ -37,6 +38,7 @@ def test_truncated_checkpoint_is_named(tiny_model, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         VanillaCLIP.load_from_checkpoint(tmp_path / "missing.ckpt")
     assert isinstance(VanillaCLIP.load_from_checkpoint(whole), VanillaCLIP)  # a whole one loads
+    assert check_checkpoint_file("s3://bucket/model.ckpt") is None  # remote: left to Lightning's fsspec reader
 
 
 def test_garbage_weights_file_is_named(tmp_path: Path) -> None:
