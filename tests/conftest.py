@@ -113,3 +113,35 @@ def read_only() -> Iterator[Callable[[Path], Path]]:
         for path in [root, *root.rglob("*")]:  # writable again, so that pytest can remove tmp_path
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
         assert after == before, f"something under the dataset root {root} changed"
+
+
+@pytest.fixture
+def check_towers():
+    """``check_towers(name)``: the backbone's layer-wise towers equal open_clip's own encoders (and layer-6 tokens).
+
+    Shared by the unit lane (ViT-B-16, the tiny test architecture) and the integration lane (ViT-L-14-336).
+    """
+    import torch
+
+    from anomalib_medclip.backbones import CLIPBackbone
+
+    texts = ["a photo of a normal brain MRI scan", "a photo of an anomalous brain MRI scan", "x"]
+
+    def check(name: str) -> None:
+        backbone = CLIPBackbone(name, None)
+        size = backbone.image_size
+        images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        tokens = backbone.tokenize(texts)
+        with torch.no_grad():
+            image_diff = (backbone.encode_image(images).pooled - backbone.clip.encode_image(images)).abs().max()
+            text_diff = (backbone.encode_text(tokens) - backbone.clip.encode_text(tokens)).abs().max()
+            ref = backbone.clip.visual.forward_intermediates(
+                images, indices=[5], output_fmt="NLC", intermediates_only=True
+            )
+            tokens6 = backbone.encode_image(images, out_layers=(6,)).patch_tokens[0]
+        assert image_diff < 1e-5
+        assert text_diff < 1e-5
+        assert (tokens6 - ref["image_intermediates"][0]).abs().max() < 1e-5
+        assert backbone.info.quick_gelu is name.endswith("quickgelu")
+
+    return check

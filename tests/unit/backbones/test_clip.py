@@ -14,21 +14,10 @@ TEXTS = ["a photo of a normal brain MRI scan", "a photo of an anomalous brain MR
 
 
 @pytest.mark.parametrize("name", ["ViT-B-16", "ViT-tiny-test"])
-def test_layerwise_towers_equal_open_clip_encoders(name: str) -> None:
+def test_layerwise_towers_equal_open_clip_encoders(name: str, check_towers) -> None:
     """At the native size. A 24-layer quick-GELU tower (ViT-L-14-336, 2 minutes on 2 cores) is checked the same way
     in ``tests/integration/backbones/test_large_towers.py``."""
-    backbone = CLIPBackbone(name, None)
-    images = torch.randn(2, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(0))
-    tokens = backbone.tokenize(TEXTS)
-    with torch.no_grad():
-        image_diff = (backbone.encode_image(images).pooled - backbone.clip.encode_image(images)).abs().max()
-        text_diff = (backbone.encode_text(tokens) - backbone.clip.encode_text(tokens)).abs().max()
-        ref = backbone.clip.visual.forward_intermediates(images, indices=[5], output_fmt="NLC", intermediates_only=True)
-        tokens6 = backbone.encode_image(images, out_layers=(6,)).patch_tokens[0]
-    assert image_diff < 1e-5
-    assert text_diff < 1e-5
-    assert (tokens6 - ref["image_intermediates"][0]).abs().max() < 1e-5
-    assert backbone.info.quick_gelu is name.endswith("quickgelu")
+    check_towers(name)
 
 
 def test_text_slot_replacement_with_own_embeddings_is_identity(small_backbone: CLIPBackbone) -> None:
