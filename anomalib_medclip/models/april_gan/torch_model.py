@@ -125,9 +125,14 @@ class AprilGANModel(DynamicBufferMixin, PromptedModel):
         features = self.backbone.encode_image(images, out_layers=layers)
         return features.pooled, dict(zip(layers, features.patch_tokens, strict=True))
 
-    def layer_probabilities(self, tokens: Mapping[int, torch.Tensor], size: int) -> list[torch.Tensor]:
-        """Per adapter layer, normal/abnormal probabilities ``(B, 2, size, size)`` (the training output)."""
-        text = self.text_features()
+    def layer_probabilities(
+        self, tokens: Mapping[int, torch.Tensor], size: int, text: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Per adapter layer, normal/abnormal probabilities ``(B, 2, size, size)`` (the training output).
+
+        ``text``: the ensemble's features when the caller has them already (``forward``); else they are read here.
+        """
+        text = self.text_features() if text is None else text
         probs = []
         for layer, linear in zip(self.layers, self.fc, strict=True):
             logits = LOGIT_SCALE * F.normalize(linear(tokens[layer]), dim=-1) @ text
@@ -159,11 +164,10 @@ class AprilGANModel(DynamicBufferMixin, PromptedModel):
         pooled, tokens = self._encode(images)
         with torch.autocast(images.device.type, enabled=False):  # the light head in float32 under mixed precision
             pooled, tokens = pooled.float(), {layer: t.float() for layer, t in tokens.items()}
-            pred_score = (LOGIT_SCALE * F.normalize(pooled, dim=-1) @ self.text_features().float()).softmax(dim=-1)[
-                :, 1
-            ]
+            text = self.text_features()
+            pred_score = (LOGIT_SCALE * F.normalize(pooled, dim=-1) @ text.float()).softmax(dim=-1)[:, 1]
             size = images.shape[-1]
-            probs = self.layer_probabilities(tokens, size)
+            probs = self.layer_probabilities(tokens, size, text)
             anomaly_map = torch.stack([p[:, 1] for p in probs]).sum(dim=0).unsqueeze(1)
             if self.few_shot:
                 anomaly_map = anomaly_map + self.few_shot_map(tokens, size)
