@@ -2,7 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """The shared CLIP backbone: weight loading and layer-wise towers."""
 
-from anomalib_medclip.backbones.clip import CLIPBackbone, PosEmbedMode, VisualFeatures, resize_positional_embedding
+from anomalib_medclip.backbones.clip import (
+    BlockHook,
+    CLIPBackbone,
+    PosEmbedMode,
+    VisualFeatures,
+    resize_positional_embedding,
+)
 from anomalib_medclip.backbones.loading import (
     TINY_TEST_BACKBONE,
     Activation,
@@ -17,6 +23,7 @@ from anomalib_medclip.backbones.loading import (
 __all__ = [
     "TINY_TEST_BACKBONE",
     "Activation",
+    "BlockHook",
     "CLIPBackbone",
     "ClipInfo",
     "PosEmbedMode",

@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,9 +40,11 @@ from torch import nn
 
 from anomalib_medclip.backbones.loading import Activation, create_clip
 
-__all__ = ["CLIPBackbone", "PosEmbedMode", "VisualFeatures", "resize_positional_embedding"]
+__all__ = ["BlockHook", "CLIPBackbone", "PosEmbedMode", "VisualFeatures", "resize_positional_embedding"]
 
 PosEmbedMode = Literal["bilinear", "bicubic", "bicubic-antialias"]
+BlockHook = Callable[[torch.Tensor], torch.Tensor]
+"""Maps the hidden states leaving a transformer block to those the next block sees (same shape)."""
 
 
 @dataclass
@@ -233,8 +235,10 @@ class CLIPBackbone(nn.Module):
         deep_prompts: Mapping[int, torch.Tensor] | None = None,
         additive: bool = False,
         normalize: bool = False,
+        block_hooks: Mapping[int, BlockHook] | None = None,
+        project: bool = True,
     ) -> torch.Tensor:
-        """Encode token ids, optionally with replaced word embeddings and deep prompts.
+        """Encode token ids, optionally with replaced word embeddings, deep prompts and per-layer adapters.
 
         Args:
             tokens: token ids ``(N, 77)``; their argmax marks the end-of-text position that is pooled.
@@ -244,12 +248,23 @@ class CLIPBackbone(nn.Module):
                 text layer ``layer`` (1-indexed, ``>= 2``; layer 1's input is ``embeddings``).
             additive: add the deep prompts to those hidden states instead of replacing them.
             normalize: L2-normalise the output.
+            block_hooks: ``{layer: f}`` with ``f((N, L, Dt)) -> (N, L, Dt)`` applied to the hidden states leaving
+                text layer ``layer`` (1-indexed), before later layers see them (residual adapters). ``f`` must act per
+                position, as the causal tower does: the sequence is truncated after the longest EOT.
+            project: apply ``text_projection``; ``False`` returns the ``ln_final`` EOT state ``(N, Dt)`` (methods that
+                replace CLIP's projection by their own).
 
         Returns:
-            Text features ``(N, D)``.
+            Text features ``(N, D)`` (``(N, Dt)`` with ``project=False``).
         """
         return self.encode_text_with_states(
-            tokens, embeddings=embeddings, deep_prompts=deep_prompts, additive=additive, normalize=normalize
+            tokens,
+            embeddings=embeddings,
+            deep_prompts=deep_prompts,
+            additive=additive,
+            normalize=normalize,
+            block_hooks=block_hooks,
+            project=project,
         )[0]
 
     def encode_text_with_states(
@@ -260,6 +275,8 @@ class CLIPBackbone(nn.Module):
         deep_prompts: Mapping[int, torch.Tensor] | None = None,
         additive: bool = False,
         normalize: bool = False,
+        block_hooks: Mapping[int, BlockHook] | None = None,
+        project: bool = True,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """As :meth:`encode_text`, also returning the end-of-text hidden state after each layer.
 
@@ -268,6 +285,10 @@ class CLIPBackbone(nn.Module):
             of each layer.
         """
         blocks = self._text_blocks()
+        bad = [layer for layer in (block_hooks or ()) if not 1 <= layer <= len(blocks)]
+        if bad:
+            msg = f"Text layers {bad} are out of range 1..{len(blocks)} for '{self.info.name}'."
+            raise ValueError(msg)
         rows, eot = torch.arange(tokens.shape[0], device=tokens.device), tokens.argmax(dim=-1)
         length = int(eot.max()) + 1  # exact: the causal mask hides later positions from the EOT token
         x = self.token_embeddings(tokens) if embeddings is None else embeddings
@@ -280,10 +301,13 @@ class CLIPBackbone(nn.Module):
                 slots = x[:, 1 : 1 + prompt.shape[1]] + prompt if additive else prompt
                 x = torch.cat([x[:, :1], slots, x[:, 1 + prompt.shape[1] :]], dim=1)
             x = block(x, attn_mask=mask)
+            if block_hooks and layer in block_hooks:
+                x = block_hooks[layer](x)
             states.append(x[rows, eot])
         x = self.clip.ln_final(x)[rows, eot]
-        projection = self.clip.text_projection
-        x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+        if project:
+            projection = self.clip.text_projection
+            x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
         return (F.normalize(x, dim=-1) if normalize else x), states
 
     @torch.no_grad()
@@ -347,6 +371,7 @@ class CLIPBackbone(nn.Module):
         out_layers: Sequence[int] = (),
         visual_prompts: Mapping[int, torch.Tensor] | None = None,
         vv_layers: Sequence[int] = (),
+        block_hooks: Mapping[int, BlockHook] | None = None,
     ) -> VisualFeatures:
         """Run the image tower block by block.
 
@@ -359,12 +384,15 @@ class CLIPBackbone(nn.Module):
             vv_layers: layers that also feed a value-value stream (AnomalyCLIP's DPAM): it starts from the input of
                 the first of them and accumulates their V-V attention outputs (no MLP); returned patch tokens of
                 layers from the first V-V layer on come from that stream.
+            block_hooks: ``{layer: f}`` with ``f((B, L, Dv)) -> (B, L, Dv)`` applied to the hidden states leaving
+                layer ``layer`` (1-indexed) before they are returned or passed on (residual adapters: MVFA, AA-CLIP).
 
         Returns:
             :class:`VisualFeatures`.
         """
         visual = self.clip.visual
-        bad = [layer for layer in (*out_layers, *vv_layers) if not 1 <= layer <= self.visual_depth]
+        layers = (*out_layers, *vv_layers, *(block_hooks or ()))
+        bad = [layer for layer in layers if not 1 <= layer <= self.visual_depth]
         if bad:
             msg = f"Layers {bad} are out of range 1..{self.visual_depth} for '{self.info.name}'."
             raise ValueError(msg)
@@ -383,6 +411,8 @@ class CLIPBackbone(nn.Module):
             if vv is not None and layer in vv_layers:
                 vv = vv + self._value_value_attention(block, x)
             x = block(x)
+            if block_hooks and layer in block_hooks:
+                x = block_hooks[layer](x)
             if layer in out_layers:
                 source = vv if vv is not None else x
                 patches.append(source[:, 1:n_base])

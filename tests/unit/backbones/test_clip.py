@@ -92,6 +92,34 @@ def test_value_value_path_matches_closed_form(small_backbone: CLIPBackbone) -> N
     assert torch.allclose(out.pooled, small_backbone.clip.encode_image(images), atol=1e-5)
 
 
+def test_block_hooks_change_the_stream_later_layers_see(small_backbone: CLIPBackbone) -> None:
+    """A hook after layer l replaces the hidden states: equal to a manual loop applying it, in both towers."""
+    visual, clip = small_backbone.clip.visual, small_backbone.clip
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    hook = {2: lambda x: 0.8 * x + 0.1 * x.flip(-1)}
+    with torch.no_grad():
+        out = small_backbone.encode_image(images, out_layers=(2, 3), block_hooks=hook)
+        x = small_backbone._embed_image(images)
+        for layer, block in enumerate(visual.transformer.resblocks, start=1):
+            x = hook[2](block(x)) if layer == 2 else block(x)
+            if layer == 2:
+                tokens2 = x[:, 1:]
+        tokens = small_backbone.tokenize(TEXTS[:2])
+        text = small_backbone.encode_text(tokens, block_hooks=hook, project=False)
+        plain = small_backbone.encode_text(tokens, project=False)
+        t = clip.token_embedding(tokens) + clip.positional_embedding
+        for layer, block in enumerate(clip.transformer.resblocks, start=1):
+            t = block(t, attn_mask=clip.attn_mask)
+            t = hook[2](t) if layer == 2 else t
+        ref = clip.ln_final(t)[torch.arange(2), tokens.argmax(-1)]
+    assert torch.allclose(out.patch_tokens[0], tokens2, atol=1e-5)
+    assert torch.allclose(out.pooled, visual.ln_post(x[:, 0]) @ visual.proj, atol=1e-5)
+    assert torch.allclose(text, ref, atol=1e-5)
+    assert (text - plain).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="out of range"):
+        small_backbone.encode_text(tokens, block_hooks={99: hook[2]})
+
+
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic", "bicubic-antialias"])
 def test_positional_embedding_resize_modes(mode: str) -> None:
     pos = torch.randn(1 + 14 * 14, 8, generator=torch.Generator().manual_seed(0))
