@@ -2,9 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """anomalib-medclip: CLIP-based zero-/few-shot anomaly detection for medical images, as anomalib plugins.
 
-Importing the package registers its models and datamodules with anomalib's CLI (they become ``AnomalibModule`` /
-``AnomalibDataModule`` subclasses with unique short names). The ``anomalib_medclip.pth`` start-up hook does this import
-automatically after anomalib loads its models; see ``anomalib_medclip_bootstrap``.
+Importing the package registers its models and datamodules with anomalib: they become ``AnomalibModule`` /
+``AnomalibDataModule`` subclasses with unique short names (what ``anomalib train --model X`` resolves) and attributes of
+the ``anomalib.models`` / ``anomalib.data`` namespaces (what ``get_model({"class_path": X})`` / ``get_datamodule`` and
+so ``anomalib benchmark`` resolve). The ``anomalib_medclip.pth`` start-up hook does this import automatically after
+anomalib loads its models; see ``anomalib_medclip_bootstrap``.
 """
 
 from anomalib_medclip import data, models
@@ -39,10 +41,10 @@ __version__ = "0.1.0"
 
 
 def register_anomalib_names() -> None:
-    """Expose the plugin classes in ``anomalib.models`` / ``anomalib.data`` namespaces (opt-in).
+    """Expose the plugin classes in the ``anomalib.models`` / ``anomalib.data`` namespaces (done on import).
 
     anomalib's ``get_model({"class_path": ...})`` and ``get_datamodule`` (used by ``anomalib benchmark``) only look in
-    those namespaces. ``anomalib.models.get_model("VanillaCLIP")`` works without this.
+    those namespaces; ``get_model("VanillaCLIP")`` searches subclasses and works without this. Idempotent.
     """
     import anomalib.data
     import anomalib.models
@@ -53,3 +55,6 @@ def register_anomalib_names() -> None:
     for obj in [DemoImages, *(getattr(data, name) for name in data.__all__)]:
         if isinstance(obj, type) and issubclass(obj, anomalib.data.AnomalibDataModule):
             setattr(anomalib.data, obj.__name__, obj)
+
+
+register_anomalib_names()

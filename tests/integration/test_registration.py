@@ -202,3 +202,47 @@ def _check_predict_on_unlabelled_scan(model_args: list[str], ckpt: Path, root: P
     for kind in ("anomaly_map", "pred_mask"):
         out = nib.load(report.parent / f"{stem}_{kind}.nii.gz")
         assert out.shape == nib.load(scan).shape
+
+
+def test_stock_train_is_reproducible_and_logs_the_epoch_loss(tmp_path: Path) -> None:
+    """anomalib 2.7 ignores ``--seed_everything``: the model seeds the run, so two fresh processes agree exactly."""
+    import pandas as pd
+
+    args = [
+        "--model", "MedCrossModalCLIP", *TINY, "--data", "DemoBraTS", "--data.root", str(tmp_path / "demo"),
+        "--data.n_subjects", "4", "--data.num_workers", "0", "--trainer.max_epochs", "1",
+        "--trainer.accelerator", "cpu", "--trainer.logger", "CSVLogger",
+    ]  # fmt: skip
+    tables = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        proc = _run([ANOMALIB, "train", *args, "--trainer.logger.save_dir", str(out), "--default_root_dir", str(out)])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (csv,) = out.rglob("metrics.csv")
+        tables.append(pd.read_csv(csv))
+    assert tables[0]["train_loss_epoch"].notna().sum() == 1  # 3 steps < Lightning's logging interval of 50
+    assert {"image_AUROC", "pixel_AUROC", "voxel_auroc"} <= set(tables[0].columns)
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
+
+
+def test_anomalib_benchmark_runs_plugin_models_by_short_name(tmp_path: Path) -> None:
+    import pandas as pd
+
+    config = tmp_path / "benchmark.yaml"
+    config.write_text(
+        "accelerator: [cpu]\n"
+        "benchmark:\n"
+        "  seed: 0\n"
+        "  model:\n"
+        "    class_path: {grid: [VanillaCLIP, MedCrossModalCLIP]}\n"
+        "    init_args: {backbone: ViT-tiny-test, pretrained: null, image_size: 32, finetune_layers: 1,"
+        " object_name: toy}\n"
+        f"  data: {{class_path: DemoImages, init_args: {{root: {tmp_path / 'demo'}}}}}\n"
+    )
+    proc = _run([ANOMALIB, "benchmark", "--config", str(config)], cwd=tmp_path, PL_TRAINER_MAX_EPOCHS="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "errors" not in proc.stdout
+    (csv,) = (tmp_path / "runs" / "benchmark").rglob("results.csv")
+    table = pd.read_csv(csv)
+    assert sorted(table["model.class_path"]) == ["MedCrossModalCLIP", "VanillaCLIP"]
+    assert table["image_AUROC"].between(0, 1).all()

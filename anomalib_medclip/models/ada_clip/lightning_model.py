@@ -122,7 +122,7 @@ class AdaCLIP(MedCLIPModuleMixin, AnomalibModule):
         loss = focal_loss(probs, batch.gt_label.long())
         if (map_loss := self.layer_map_loss(maps, batch)) is not None:
             loss = loss + map_loss
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(probs))
+        self.log_train_loss(loss, batch_size=len(probs))
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:

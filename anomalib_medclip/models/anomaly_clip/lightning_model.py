@@ -114,7 +114,7 @@ class AnomalyCLIP(MedCLIPModuleMixin, AnomalibModule):
         loss = F.cross_entropy(logits, batch.gt_label.long())
         if (map_loss := self.layer_map_loss(probs, batch)) is not None:
             loss = loss + self.map_loss_weight * map_loss
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
+        self.log_train_loss(loss, batch_size=len(logits))
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:

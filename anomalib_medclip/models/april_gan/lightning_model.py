@@ -227,7 +227,7 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
             raise ValueError(msg)
         probs = self.model.forward_train(batch.image)
         loss = torch.stack([self.map_loss(p, batch.gt_mask) for p in probs]).sum()
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch.image))
+        self.log_train_loss(loss, batch_size=len(batch.image))
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:

@@ -26,6 +26,7 @@ for every model:
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from anomalib.metrics import Evaluator
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch import seed_everything
 from torch import nn
 from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
 
@@ -54,6 +56,7 @@ __all__ = ["MedCLIPModuleMixin"]
 logger = logging.getLogger(__name__)
 
 _MODEL_KEY = "anomalib_medclip_model"
+_RUN_SEED: str | None = None
 ModelT = TypeVar("ModelT", bound=PromptedModel)
 
 
@@ -241,7 +244,8 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
             self.model.setup_text(self.resolve_object_name())
 
     def on_fit_start(self) -> None:
-        """Refuse to fit a trainable model on an empty training split (Lightning would skip training without a word)."""
+        """Seed the run (:meth:`seed_run`); refuse a trainable model an empty training split (Lightning skips it)."""
+        self.seed_run()
         datamodule = getattr(self.trainer, "datamodule", None)
         train = getattr(datamodule, "train_data", None)
         if self.is_trainable and train is not None and len(train) == 0:
@@ -254,6 +258,23 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
                 f"{describe(datamodule)} is empty. {reason}"
             )
             raise ValueError(msg)
+
+    def seed_run(self) -> None:
+        """Seed Python, NumPy, torch and the dataloader workers with the model's ``seed`` unless the caller seeded.
+
+        anomalib 2.7's CLI parses ``--seed_everything`` but never applies it, so without this two stock
+        ``anomalib train`` runs shuffle and augment differently. A seed set by the caller (``seed_everything`` in
+        Python, ``anomalib benchmark``'s job seed, the ``anomalib-medclip`` command) is kept; one this method set for
+        an earlier run in the same process is set again, so repeated fits in one process are reproducible too.
+        """
+        global _RUN_SEED  # one process-wide record of the seed this method applied
+        if os.environ.get("PL_GLOBAL_SEED") in {None, _RUN_SEED}:
+            seed_everything(self._seed, workers=True, verbose=False)
+            _RUN_SEED = str(self._seed)
+
+    def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+        """Log ``train_loss`` per step and per epoch (short runs log fewer steps than Lightning's logging interval)."""
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Any:

@@ -108,7 +108,7 @@ class MedCrossModalCLIP(MedCLIPModuleMixin, AnomalibModule):
         loss = F.cross_entropy(logits, batch.gt_label.long())
         if maps is not None and batch.gt_mask is not None and self.map_loss_weight > 0:
             loss = loss + self.map_loss_weight * self.map_loss(maps, batch.gt_mask)
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
+        self.log_train_loss(loss, batch_size=len(logits))
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

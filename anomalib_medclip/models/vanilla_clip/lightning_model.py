@@ -103,7 +103,7 @@ class VanillaCLIP(MedCLIPModuleMixin, AnomalibModule):
         del args, kwargs
         logits, _ = self.model.image_logits(batch.image)
         loss = F.cross_entropy(logits, batch.gt_label.long())
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
+        self.log_train_loss(loss, batch_size=len(logits))
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
