@@ -117,7 +117,8 @@ def read_only() -> Iterator[Callable[[Path], Path]]:
 
 @pytest.fixture
 def check_towers():
-    """``check_towers(name)``: the backbone's layer-wise towers equal open_clip's own encoders (and layer-6 tokens).
+    """``check_towers(name)``: the backbone's layer-wise towers equal open_clip's own encoders (and layer-6 tokens, or
+    the last layer's for shallower towers).
 
     Shared by the unit lane (ViT-B-16, the tiny test architecture) and the integration lane (ViT-L-14-336).
     """
@@ -135,10 +136,11 @@ def check_towers():
         with torch.no_grad():
             image_diff = (backbone.encode_image(images).pooled - backbone.clip.encode_image(images)).abs().max()
             text_diff = (backbone.encode_text(tokens) - backbone.clip.encode_text(tokens)).abs().max()
+            layer = min(6, backbone.visual_depth)
             ref = backbone.clip.visual.forward_intermediates(
-                images, indices=[5], output_fmt="NLC", intermediates_only=True
+                images, indices=[layer - 1], output_fmt="NLC", intermediates_only=True
             )
-            tokens6 = backbone.encode_image(images, out_layers=(6,)).patch_tokens[0]
+            tokens6 = backbone.encode_image(images, out_layers=(layer,)).patch_tokens[0]
         assert image_diff < 1e-5
         assert text_diff < 1e-5
         assert (tokens6 - ref["image_intermediates"][0]).abs().max() < 1e-5

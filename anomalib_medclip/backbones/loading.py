@@ -6,9 +6,14 @@
 ``None`` for an explicitly random initialisation (seeded, so a checkpoint can rebuild it). Models named
 ``"hf-hub:<org>/<repo>"`` (BiomedCLIP, PMC-CLIP community weights) carry their own weights.
 
-The package registers one extra architecture with open_clip, ``ViT-tiny-test`` (12 + 12 blocks of width 64, patch 8
-at 32 px, about 4 M parameters, no released weights): the real CLIP code paths at a size that tests and smoke runs
-build in milliseconds. It only ever has random weights.
+The package registers two extra architectures with open_clip, both only ever with random weights, for tests and smoke
+runs that build in milliseconds:
+
+- ``ViT-tiny-test``: open_clip's own ViT and causal text transformer (12 + 12 blocks of width 64, patch 8 at 32 px).
+- ``BiomedCLIP-tiny-test``: BiomedCLIP's shape (a timm ViT, ``vit_medclip_tiny_test``: 4 blocks of width 64, patch 8
+  at 32 px; a 2-layer Hugging Face BERT of width 64 with a 316-word WordPiece vocabulary, [CLS] pooling, an MLP text
+  projection and 256 tokens). Its BERT config and vocabulary ship in ``configs/BiomedCLIP-tiny-test/`` so that the
+  stock CLI can build it in any process; it needs the ``biomed`` extra (``transformers``).
 
 open_clip retries downloads for most of a minute before failing and, for some models, only logs "initialized
 randomly" when weights are missing. Here, weights are first looked up in the local caches; if they are absent and
@@ -23,6 +28,8 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
 import socket
@@ -36,10 +43,12 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import open_clip
+import timm
 import torch
 from torch import nn
 
 __all__ = [
+    "TINY_BIOMED_BACKBONE",
     "TINY_TEST_BACKBONE",
     "Activation",
     "ClipInfo",
@@ -58,7 +67,45 @@ HF_HUB_PREFIX = "hf-hub:"
 _HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _PROBE_TIMEOUT_S = 3.0
 TINY_TEST_BACKBONE = "ViT-tiny-test"
-open_clip.add_model_config(Path(__file__).with_name("configs"))
+TINY_BIOMED_BACKBONE = "BiomedCLIP-tiny-test"
+BIOMED_EXTRA_HINT = "pip install 'anomalib-medclip[biomed]'"
+_CONFIGS = Path(__file__).with_name("configs")
+open_clip.add_model_config(_CONFIGS)
+
+
+@timm.models.register_model
+def vit_medclip_tiny_test(pretrained: bool = False, **kwargs: object) -> nn.Module:
+    """A 4-block timm ViT of width 64 (patch 8 at 32 px), the image tower of ``BiomedCLIP-tiny-test``."""
+    if pretrained:
+        msg = "vit_medclip_tiny_test has no pretrained weights: it is a random test architecture."
+        raise ValueError(msg)
+    shape = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 4, "num_heads": 2, "mlp_ratio": 2.0}
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, **{**shape, **kwargs})
+
+
+def _register_tiny_biomed() -> None:
+    """Register ``BiomedCLIP-tiny-test`` with its Hugging Face folder resolved to this package's copy.
+
+    open_clip reads configs only from files, where a relative folder would resolve against the working directory;
+    the config lives in a subfolder (not rescanned by ``add_model_config``) and is entered with an absolute path.
+    """
+    folder = _CONFIGS / TINY_BIOMED_BACKBONE
+    config = json.loads((folder / "model.json").read_text())
+    config["text_cfg"].update(hf_model_name=str(folder), hf_tokenizer_name=str(folder))
+    open_clip.factory._MODEL_CONFIGS[TINY_BIOMED_BACKBONE] = config  # noqa: SLF001  no public API takes a dict
+
+
+_register_tiny_biomed()
+
+
+def _require_biomed_extra(name: str, model_cfg: dict | None) -> None:
+    """A clear error when an architecture with a Hugging Face text tower is built without ``transformers``."""
+    if (model_cfg or {}).get("text_cfg", {}).get("hf_model_name") and importlib.util.find_spec("transformers") is None:
+        msg = (
+            f"Backbone '{name}' has a Hugging Face text tower (e.g. BiomedCLIP's PubMedBERT), which needs the "
+            f"optional 'biomed' extra: `{BIOMED_EXTRA_HINT}` (installs transformers)."
+        )
+        raise ImportError(msg)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -265,9 +312,12 @@ def _forced_hub_offline() -> Iterator[None]:
 def _build(name: str, pretrained: str | None, quick_gelu: bool, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]), redirect_stderr(StringIO()):  # CPU generator only, restored after
         torch.default_generator.manual_seed(seed)
+        # pretrained_text=False: a Hugging Face text tower never loads its own hub weights (they come from the CLIP
+        # checkpoint, or the model is random when pretrained is None)
         return open_clip.create_model(
-            name, pretrained=pretrained, quick_gelu=quick_gelu, require_pretrained=bool(pretrained)
-        )
+            name, pretrained=pretrained, quick_gelu=quick_gelu, require_pretrained=bool(pretrained),
+            pretrained_text=False,
+        )  # fmt: skip
 
 
 def _create_from_tag(name: str, tag: str, activation: Activation, seed: int) -> tuple[nn.Module, bool, str]:
@@ -298,6 +348,8 @@ def _create_from_hub(name: str, activation: Activation, seed: int) -> tuple[nn.M
         raise _unavailable(
             name, "(weights from the hub id)", f"'{repo_id}' is not in the HF cache and the hub is unreachable"
         )
+    if config_file := _cached_hf_file(repo_id, ("open_clip_config.json",)):
+        _require_biomed_extra(name, json.loads(Path(config_file).read_text()).get("model_cfg"))
     quick_gelu = activation == "quick_gelu"
     try:
         if cached:
@@ -307,7 +359,7 @@ def _create_from_hub(name: str, activation: Activation, seed: int) -> tuple[nn.M
     except (RuntimeError, OSError) as err:
         raise _unavailable(name, "(weights from the hub id)", str(err)) from err
     except ImportError as err:
-        msg = f"Backbone '{name}' needs an optional package ({err}): `pip install 'anomalib-medclip[biomed]'`."
+        msg = f"Backbone '{name}' needs an optional package ({err}): `{BIOMED_EXTRA_HINT}`."
         raise ImportError(msg) from err
 
 
@@ -339,6 +391,8 @@ def create_clip(
     if not name.startswith(HF_HUB_PREFIX) and name not in open_clip.list_models():
         msg = f"Unknown open_clip architecture '{name}'. Available: {open_clip.list_models()}."
         raise ValueError(msg)
+    if not name.startswith(HF_HUB_PREFIX):
+        _require_biomed_extra(name, open_clip.get_model_config(name))
     pretrained = str(pretrained) if pretrained not in {None, ""} else None
     if name.startswith(HF_HUB_PREFIX):
         model, quick_gelu, source = _create_from_hub(name, activation, seed)
