@@ -4,7 +4,8 @@
 
 ``tiny_model(name, **overrides)`` builds any model of the package on ``ViT-tiny-test`` (the real open_clip code paths,
 12 + 12 blocks of width 64, built in milliseconds) with the few options that keep each method's every part exercised
-at 32 px. Tests of one model's own numbers use ``small_backbone`` (ViT-B-16 at 32 px) where the width matters.
+at 32 px; ``tiny_model(name, biomed=True)`` on ``BiomedCLIP-tiny-test`` (timm ViT + Hugging Face BERT). Tests of one
+model's own numbers use ``small_backbone`` (ViT-B-16 at 32 px) where the width matters.
 """
 
 from __future__ import annotations
@@ -33,13 +34,22 @@ TINY_OPTIONS: dict[str, dict[str, object]] = {  # per model: what exercises its 
 }
 
 
+TINY_BIOMED = {**TINY, "backbone": "BiomedCLIP-tiny-test"}  # timm ViT (4 blocks) + 2-layer BERT, BiomedCLIP's shape
+BIOMED_OPTIONS: dict[str, dict[str, object]] = {"AnomalyCLIP": {"deep_depth": 2}, "AdaCLIP": {"prompt_depth": 2}}
+
+
 @pytest.fixture
 def tiny_model():
-    """``tiny_model(name, **overrides)``: a model of the package on the tiny test backbone (random weights)."""
+    """``tiny_model(name, biomed=False, **overrides)``: a model of the package on a tiny test backbone (random weights).
+
+    ``biomed=True`` builds it on ``BiomedCLIP-tiny-test`` (BiomedCLIP's tower kinds), with text-depth options that fit
+    its 2 BERT layers.
+    """
     from anomalib_medclip.models import get_model
 
-    def make(name: str, **overrides: object):
-        return get_model(name, **{**TINY, **TINY_OPTIONS[name], **overrides})
+    def make(name: str, *, biomed: bool = False, **overrides: object):
+        base = {**TINY_BIOMED, **BIOMED_OPTIONS.get(name, {})} if biomed else TINY
+        return get_model(name, **{**base, **TINY_OPTIONS[name], **overrides})
 
     return make
 

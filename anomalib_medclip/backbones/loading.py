@@ -176,9 +176,20 @@ def _unavailable(name: str, pretrained: str, detail: str) -> WeightsUnavailableE
         f"Pretrained weights for backbone '{name}' with pretrained='{pretrained}' are not available: {detail}. "
         "Fix one of: (1) connect to the internet once so open_clip can download them into the cache "
         "(~/.cache/huggingface or ~/.cache/clip), and unset HF_HUB_OFFLINE; (2) pre-download them on another "
-        "machine and copy the cache; (3) pass a local checkpoint file, e.g. pretrained='/path/to/weights.bin'; "
-        "(4) for an offline smoke test only, pass pretrained=None for random weights (results are meaningless)."
+        "machine and copy the cache"
     )
+    if name.startswith(HF_HUB_PREFIX):  # the hub id fixes the weights: no local file or None applies
+        msg += (
+            " (the repository and, for a Hugging Face text tower such as BiomedCLIP's, its tokenizer/config "
+            "repository, e.g. microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract); (3) for an offline smoke test "
+            f"only, build a random model of the same tower kinds: backbone='{TINY_BIOMED_BACKBONE}' (BiomedCLIP's) "
+            "or an open_clip architecture, with pretrained=None (results are meaningless)."
+        )
+    else:
+        msg += (
+            "; (3) pass a local checkpoint file, e.g. pretrained='/path/to/weights.bin'; (4) for an offline smoke "
+            "test only, pass pretrained=None for random weights (results are meaningless)."
+        )
     return WeightsUnavailableError(msg)
 
 

@@ -71,9 +71,13 @@ def test_text_lifecycle(name: str, tiny_model) -> None:
     assert not torch.equal(_outputs(model)[0], first[0])  # the phrase reaches the prompts
 
 
+BIOMED = [pytest.param(False, id="clip"), pytest.param(True, id="biomedclip")]  # the two tower kinds
+
+
+@pytest.mark.parametrize("biomed", BIOMED)
 @pytest.mark.parametrize("name", MODELS)
-def test_batch_equals_single_images(name: str, tiny_model) -> None:
-    model = tiny_model(name)
+def test_batch_equals_single_images(name: str, biomed: bool, tiny_model) -> None:
+    model = tiny_model(name, biomed=biomed)
     model.setup("test")
     scores, maps = _outputs(model)
     assert scores.shape == (3,)
@@ -99,9 +103,10 @@ def test_learning_type_matches_what_fit_trains(name: str, tiny_model) -> None:
     assert not {"pre_processor", "post_processor", "evaluator", "visualizer"} & described["settings"].keys()
 
 
+@pytest.mark.parametrize("biomed", BIOMED)
 @pytest.mark.parametrize("name", MODELS)
-def test_slim_checkpoint_round_trip(name: str, tiny_model, tmp_path: Path) -> None:
-    model = tiny_model(name)
+def test_slim_checkpoint_round_trip(name: str, biomed: bool, tiny_model, tmp_path: Path) -> None:
+    model = tiny_model(name, biomed=biomed)
     model.setup("fit")
     model.model.setup_text(model.model.object_name)  # as after a stage: the phrase in use
     expected = _outputs(model)
