@@ -181,3 +181,8 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *_: None if name == "transformers" else real(name))
     with pytest.raises(ImportError, match=r"optional 'biomed' extra: `pip install 'anomalib-medclip\[biomed\]'`"):
         CLIPBackbone(TINY_BIOMED_BACKBONE, None)
+
+
+def test_other_tower_kinds_are_refused_by_name() -> None:
+    with pytest.raises(NotImplementedError, match="'RN50' has a ModifiedResNet image tower; layer-wise features need"):
+        CLIPBackbone("RN50", None, image_size=64)

@@ -135,10 +135,11 @@ def test_another_models_checkpoint_is_refused_by_name(tiny_model, tmp_path: Path
     model.on_load_checkpoint(torch.load(_save(tiny_model("AprilGAN"), tmp_path / "april.ckpt"), weights_only=False))
 
 
+@pytest.mark.parametrize("biomed", BIOMED)
 @pytest.mark.parametrize("name", MODELS)
-def test_torch_export_predicts_like_the_model(name: str, tiny_model, tmp_path: Path, monkeypatch) -> None:
+def test_torch_export_predicts_like_the_model(name: str, biomed: bool, tiny_model, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TRUST_REMOTE_CODE", "1")  # anomalib unpickles exported models only when told: ours, fresh
-    model = tiny_model(name)
+    model = tiny_model(name, biomed=biomed)
     model.setup("test")
     model.eval()
     path = model.to_torch(tmp_path)
