@@ -37,12 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_medclip.backbones.loading import Activation, create_clip
+from anomalib_medclip.backbones.loading import Activation, create_clip, create_tokenizer
 from anomalib_medclip.backbones.towers import TextTower, VisionTower, make_towers
 
 __all__ = ["BlockHook", "CLIPBackbone", "PosEmbedMode", "VisualFeatures", "resize_positional_embedding"]
@@ -216,7 +215,7 @@ class CLIPBackbone(nn.Module):
         tower's context (256 for BiomedCLIP). Either way position 0 is the start token and prompts go right after it.
         """
         if self._tokenizer is None:
-            self._tokenizer = open_clip.get_tokenizer(self.info.name)
+            self._tokenizer = create_tokenizer(self.info)
         return self._tokenizer(list(texts)).to(self.clip.logit_scale.device)
 
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -34,8 +34,8 @@ import logging
 import os
 import socket
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, redirect_stderr
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -55,6 +55,7 @@ __all__ = [
     "WeightsUnavailableError",
     "config_activation",
     "create_clip",
+    "create_tokenizer",
     "local_weights",
     "native_image_size",
     "openai_weights_evidence",
@@ -372,6 +373,20 @@ def _create_from_hub(name: str, activation: Activation, seed: int) -> tuple[nn.M
     except ImportError as err:
         msg = f"Backbone '{name}' needs an optional package ({err}): `{BIOMED_EXTRA_HINT}`."
         raise ImportError(msg) from err
+
+
+def create_tokenizer(info: ClipInfo) -> Callable[[list[str]], torch.Tensor]:
+    """The tokenizer of a built backbone: CLIP's BPE, or a Hugging Face tokenizer (BiomedCLIP's WordPiece).
+
+    A backbone read from the cache reads its tokenizer from the cache too (no network retries); a missing tokenizer
+    repository raises :class:`WeightsUnavailableError` naming it.
+    """
+    offline = _forced_hub_offline() if info.source.startswith("cache") else nullcontext()
+    try:
+        with offline:
+            return open_clip.get_tokenizer(info.name)
+    except OSError as err:
+        raise _unavailable(info.name, f"{info.pretrained}", f"its tokenizer could not be read ({err})") from err
 
 
 def create_clip(
