@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from open_clip.hf_model import ClsPooler, HFTextEncoder
 from open_clip.timm_model import TimmModel
 from open_clip.transformer import VisionTransformer
+from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
 from torch import nn
 from typing_extensions import override
 
@@ -437,7 +438,7 @@ def make_towers(clip: nn.Module, name: str) -> tuple[VisionTower, TextTower]:
     visual = clip.visual
     if isinstance(visual, VisionTransformer):
         vision: VisionTower = OpenCLIPVision(visual)
-    elif isinstance(visual, TimmModel) and type(visual.trunk).__name__ == "VisionTransformer":
+    elif isinstance(visual, TimmModel) and isinstance(visual.trunk, TimmVisionTransformer):
         vision = TimmVision(visual)
     else:
         kind = type(getattr(visual, "trunk", visual)).__name__
