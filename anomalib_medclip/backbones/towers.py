@@ -48,8 +48,6 @@ def _heads_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 class VisionTower:
     """What the layer-wise image loop needs from an image tower (subclasses implement it)."""
 
-    kind = ""
-
     def __init__(self, visual: nn.Module) -> None:
         self.visual = visual
 
@@ -105,8 +103,6 @@ class VisionTower:
 
 class OpenCLIPVision(VisionTower):
     """open_clip's ``VisionTransformer``: ``conv1`` patches, ``ln_pre``, ``resblocks``, ``ln_post`` and ``proj``."""
-
-    kind = "open_clip ViT"
 
     @override
     @property
@@ -172,8 +168,6 @@ class TimmVision(VisionTower):
     ``trunk.norm`` is the final norm (``ln_post``); the projection is ``trunk.fc_norm -> trunk.head -> head``, what
     ``encode_image`` applies to the pooled token (for BiomedCLIP: identities, then a bias-free linear layer).
     """
-
-    kind = "timm ViT"
 
     def __init__(self, visual: nn.Module) -> None:
         super().__init__(visual)
@@ -261,9 +255,6 @@ class TimmVision(VisionTower):
 class TextTower:
     """What the layer-wise text loop needs from a text tower (subclasses implement it)."""
 
-    kind = ""
-    causal = False
-
     def __init__(self, clip: nn.Module) -> None:
         self.clip = clip
 
@@ -314,9 +305,6 @@ class TextTower:
 class CausalText(TextTower):
     """CLIP's causal text transformer: positions up to each EOT (the argmax token id) matter; EOT is pooled."""
 
-    kind = "CLIP causal text transformer"
-    causal = True
-
     @override
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -361,8 +349,6 @@ class CausalText(TextTower):
 
 class BertText(TextTower):
     """open_clip's ``HFTextEncoder`` around a BERT: bidirectional, padding masked out, pooled by open_clip's pooler."""
-
-    kind = "Hugging Face BERT"
 
     def __init__(self, clip: nn.Module) -> None:
         super().__init__(clip)
