@@ -173,6 +173,7 @@ def _cached_tag_weights(cfg: dict) -> str | None:
 
 
 def _unavailable(name: str, pretrained: str, detail: str) -> WeightsUnavailableError:
+    detail = " ".join(detail.split())  # one line: the error's last line carries the fixes
     msg = (
         f"Pretrained weights for backbone '{name}' with pretrained='{pretrained}' are not available: {detail}. "
         "Fix one of: (1) connect to the internet once so open_clip can download them into the cache "
@@ -354,22 +355,32 @@ def _create_from_tag(name: str, tag: str, activation: Activation, seed: int) -> 
 
 
 def _create_from_hub(name: str, activation: Activation, seed: int) -> tuple[nn.Module, bool, str]:
-    repo_id = name.removeprefix(HF_HUB_PREFIX)
+    """Build an ``hf-hub:`` model from the cache (read offline, no retries) or a download.
+
+    A Hugging Face text tower (BiomedCLIP's PubMedBERT) also needs its own repository's config and tokenizer: the cache
+    is only used offline when that repository is cached too, and a missing one is named in the error.
+    """
+    repo_id, weights = name.removeprefix(HF_HUB_PREFIX), "(weights from the hub id)"
     cached = _cached_hf_file(repo_id, ("open_clip_config.json",)) and _cached_hf_file(repo_id, _HF_WEIGHT_FILES)
     if not cached and not _hub_reachable():
-        raise _unavailable(
-            name, "(weights from the hub id)", f"'{repo_id}' is not in the HF cache and the hub is unreachable"
-        )
+        raise _unavailable(name, weights, f"'{repo_id}' is not in the HF cache and the hub is unreachable")
+    text_repo = None
     if config_file := _cached_hf_file(repo_id, ("open_clip_config.json",)):
-        _require_biomed_extra(name, json.loads(Path(config_file).read_text()).get("model_cfg"))
+        model_cfg = json.loads(Path(config_file).read_text()).get("model_cfg") or {}
+        _require_biomed_extra(name, model_cfg)
+        text_repo = model_cfg.get("text_cfg", {}).get("hf_model_name")
+    offline = bool(cached) and (not text_repo or bool(_cached_hf_file(text_repo, ("config.json",))))
+    if cached and not offline and not _hub_reachable():
+        detail = f"its text tower's repository '{text_repo}' is not in the HF cache and the hub is unreachable"
+        raise _unavailable(name, weights, detail)
     quick_gelu = activation == "quick_gelu"
     try:
-        if cached:
+        if offline:
             with _forced_hub_offline():
                 return _build(name, None, quick_gelu, seed), quick_gelu, f"cache ({repo_id})"
         return _build(name, None, quick_gelu, seed), quick_gelu, f"download ({repo_id})"
     except (RuntimeError, OSError) as err:
-        raise _unavailable(name, "(weights from the hub id)", str(err)) from err
+        raise _unavailable(name, weights, str(err)) from err
     except ImportError as err:
         msg = f"Backbone '{name}' needs an optional package ({err}): `{BIOMED_EXTRA_HINT}`."
         raise ImportError(msg) from err
