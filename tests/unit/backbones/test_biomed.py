@@ -94,6 +94,22 @@ def test_deep_prompts_go_after_cls_and_move_the_output(biomed: CLIPBackbone) -> 
     assert (ours - plain).abs().max() > 1e-3
 
 
+def test_text_block_hooks_change_what_later_bert_layers_see(biomed: CLIPBackbone) -> None:
+    tokens = biomed.tokenize(TEXTS[:2])
+    hook = {1: lambda x: 0.8 * x + 0.1 * x.flip(-1)}
+    bert = biomed.clip.text.transformer
+    with torch.no_grad():
+        ours = biomed.encode_text(tokens, block_hooks=hook, project=False)
+        plain = biomed.encode_text(tokens, project=False)
+        mask = torch.zeros(2, 1, 1, tokens.shape[1]).masked_fill((tokens == 0)[:, None, None], float("-inf"))
+        first, second = bert.encoder.layer
+        ref = second(hook[1](first(bert.embeddings(input_ids=tokens), mask)), mask)[:, 0]
+    assert (ours - ref).abs().max() < 1e-5
+    assert (ours - plain).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"Text layers \[3\] are out of range 1..2"):
+        biomed.encode_text(tokens, block_hooks={3: hook[1]})
+
+
 def test_learnable_context_replaces_word_embeddings(biomed: CLIPBackbone) -> None:
     tokens = biomed.tokenize(["X X X object."])
     words = biomed.token_embeddings(tokens)
