@@ -4,7 +4,8 @@
 
 ``tiny_model(name, **overrides)`` builds any model of the package on ``ViT-tiny-test`` (the real open_clip code paths,
 12 + 12 blocks of width 64, built in milliseconds) with the few options that keep each method's every part exercised
-at 32 px. Tests of one model's own numbers use ``small_backbone`` (ViT-B-16 at 32 px) where the width matters.
+at 32 px; ``tiny_model(name, biomed=True)`` on ``BiomedCLIP-tiny-test`` (timm ViT + Hugging Face BERT). Tests of one
+model's own numbers use ``small_backbone`` (ViT-B-16 at 32 px) where the width matters.
 """
 
 from __future__ import annotations
@@ -33,13 +34,22 @@ TINY_OPTIONS: dict[str, dict[str, object]] = {  # per model: what exercises its 
 }
 
 
+TINY_BIOMED = {**TINY, "backbone": "BiomedCLIP-tiny-test"}  # timm ViT (4 blocks) + 2-layer BERT, BiomedCLIP's shape
+BIOMED_OPTIONS: dict[str, dict[str, object]] = {"AnomalyCLIP": {"deep_depth": 2}, "AdaCLIP": {"prompt_depth": 2}}
+
+
 @pytest.fixture
 def tiny_model():
-    """``tiny_model(name, **overrides)``: a model of the package on the tiny test backbone (random weights)."""
+    """``tiny_model(name, biomed=False, **overrides)``: a model of the package on a tiny test backbone (random weights).
+
+    ``biomed=True`` builds it on ``BiomedCLIP-tiny-test`` (BiomedCLIP's tower kinds), with text-depth options that fit
+    its 2 BERT layers.
+    """
     from anomalib_medclip.models import get_model
 
-    def make(name: str, **overrides: object):
-        return get_model(name, **{**TINY, **TINY_OPTIONS[name], **overrides})
+    def make(name: str, *, biomed: bool = False, **overrides: object):
+        base = {**TINY_BIOMED, **BIOMED_OPTIONS.get(name, {})} if biomed else TINY
+        return get_model(name, **{**base, **TINY_OPTIONS[name], **overrides})
 
     return make
 
@@ -117,7 +127,8 @@ def read_only() -> Iterator[Callable[[Path], Path]]:
 
 @pytest.fixture
 def check_towers():
-    """``check_towers(name)``: the backbone's layer-wise towers equal open_clip's own encoders (and layer-6 tokens).
+    """``check_towers(name)``: the backbone's layer-wise towers equal open_clip's own encoders (and layer-6 tokens, or
+    the last layer's for shallower towers).
 
     Shared by the unit lane (ViT-B-16, the tiny test architecture) and the integration lane (ViT-L-14-336).
     """
@@ -135,10 +146,11 @@ def check_towers():
         with torch.no_grad():
             image_diff = (backbone.encode_image(images).pooled - backbone.clip.encode_image(images)).abs().max()
             text_diff = (backbone.encode_text(tokens) - backbone.clip.encode_text(tokens)).abs().max()
+            layer = min(6, backbone.visual_depth)
             ref = backbone.clip.visual.forward_intermediates(
-                images, indices=[5], output_fmt="NLC", intermediates_only=True
+                images, indices=[layer - 1], output_fmt="NLC", intermediates_only=True
             )
-            tokens6 = backbone.encode_image(images, out_layers=(6,)).patch_tokens[0]
+            tokens6 = backbone.encode_image(images, out_layers=(layer,)).patch_tokens[0]
         assert image_diff < 1e-5
         assert text_diff < 1e-5
         assert (tokens6 - ref["image_intermediates"][0]).abs().max() < 1e-5

@@ -9,8 +9,13 @@
   tokens appended after the patch tokens and replaced layer by layer (never replacing patch tokens);
 - take an extra value-value attention path on chosen visual layers (AnomalyCLIP's DPAM);
 - run at an input size other than the native one (positional embedding resized once, with a selectable kernel);
-- encode text only up to the longest end-of-text position, which is exact for CLIP's causal text mask, and cache the
-  features of fixed prompts.
+- encode text only up to the longest position that can change a feature (the end-of-text token under CLIP's causal
+  mask, the last non-padding token for a bidirectional BERT whose padding is masked out), and cache the features of
+  fixed prompts.
+
+Two kinds of each tower are supported, through the adapters of :mod:`anomalib_medclip.backbones.towers`: open_clip's
+ViT or a timm ViT (BiomedCLIP) for images, CLIP's causal text transformer or a Hugging Face BERT (BiomedCLIP's
+PubMedBERT, prompts after ``[CLS]``, pooled at ``[CLS]``) for text. Models see the same API on both.
 
 Without prompts the layer-wise forward reproduces ``encode_image`` / ``encode_text`` (tested). Everything is frozen
 (``requires_grad=False``, eval mode) except what a model unfreezes with
@@ -32,13 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from anomalib_medclip.backbones.loading import Activation, create_clip
+from anomalib_medclip.backbones.loading import Activation, create_clip, create_tokenizer
+from anomalib_medclip.backbones.towers import TextTower, VisionTower, make_towers
 
 __all__ = ["BlockHook", "CLIPBackbone", "PosEmbedMode", "VisualFeatures", "resize_positional_embedding"]
 
@@ -52,7 +56,8 @@ class VisualFeatures:
     """Output of :meth:`CLIPBackbone.encode_image`.
 
     Attributes:
-        pooled: image embedding in the joint space, ``(B, D)`` (``ln_post`` on CLS, then ``proj``).
+        pooled: image embedding in the joint space, ``(B, D)`` (``ln_post`` on CLS, then ``proj``; for a timm ViT,
+            its final norm, pooling and head).
         patch_tokens: raw patch tokens of each requested layer, ``(B, P, Dv)`` (CLS and prompt tokens removed);
             from the value-value stream for layers on the V-V path.
         cls_tokens: raw CLS token of each requested layer, ``(B, Dv)``.
@@ -119,54 +124,49 @@ class CLIPBackbone(nn.Module):
         super().__init__()
         self.clip, self.info = create_clip(name, pretrained, activation=activation, seed=seed)
         self.clip.requires_grad_(False)
-        visual = self.clip.visual
-        if not isinstance(visual, VisionTransformer):
-            msg = (
-                f"Backbone '{name}' has a {type(visual).__name__} image tower; layer-wise features need an open_clip "
-                "VisionTransformer (ViT-B-16, ViT-B-16-plus-240, ViT-L-14-336, hf-hub:ryanyip7777/pmc_vit_l_14, ...)."
-            )
-            raise NotImplementedError(msg)
-        self.patch_size = int(visual.patch_size[0])
+        self.image_tower: VisionTower
+        self.text_tower: TextTower
+        self.image_tower, self.text_tower = make_towers(self.clip, name)
+        self.patch_size = self.image_tower.patch_size
         self.image_size = int(image_size or self.info.native_image_size)
         if self.image_size % self.patch_size:
             msg = f"image_size={self.image_size} must be a multiple of the patch size {self.patch_size} of '{name}'."
             raise ValueError(msg)
         self.grid_size = self.image_size // self.patch_size
         self.pos_embed_mode = pos_embed_mode
-        resized = resize_positional_embedding(visual.positional_embedding.data, self.grid_size, pos_embed_mode)
-        visual.positional_embedding = nn.Parameter(resized, requires_grad=False)
-        visual.grid_size = (self.grid_size, self.grid_size)
-        visual.image_size = (self.image_size, self.image_size)
+        pos = self.image_tower.positional_embedding
+        self.image_tower.set_grid(resize_positional_embedding(pos, self.grid_size, pos_embed_mode), self.grid_size)
         self.seed = seed
         self.fingerprint = _state_fingerprint(self.clip)
         self._text_cache: dict[tuple, torch.Tensor] = {}
+        self._tokenizer: Callable[[list[str]], torch.Tensor] | None = None
         self.clip.eval()
 
     # ------------------------------------------------------------------ properties
     @property
     def visual_depth(self) -> int:
         """Number of visual transformer blocks."""
-        return len(self.clip.visual.transformer.resblocks)
+        return len(self.image_tower.blocks)
 
     @property
     def text_depth(self) -> int:
         """Number of text transformer blocks."""
-        return len(self._text_blocks())
+        return len(self.text_tower.blocks)
 
     @property
     def visual_width(self) -> int:
         """Token width of the image tower."""
-        return int(self.clip.visual.transformer.width)
+        return self.image_tower.width
 
     @property
     def text_width(self) -> int:
         """Token width of the text tower."""
-        return int(self.clip.token_embedding.weight.shape[1])
+        return self.text_tower.width
 
     @property
     def embed_dim(self) -> int:
         """Dimension of the joint embedding space."""
-        return int(self.clip.visual.proj.shape[1])
+        return self.image_tower.embed_dim
 
     @property
     def num_patches(self) -> int:
@@ -202,30 +202,25 @@ class CLIPBackbone(nn.Module):
             msg = f"Cannot unfreeze {n} visual blocks: the image tower has {self.visual_depth}."
             raise ValueError(msg)
         params: list[nn.Parameter] = []
-        for block in list(self.clip.visual.transformer.resblocks)[self.visual_depth - n :]:
+        for block in list(self.image_tower.blocks)[self.visual_depth - n :]:
             block.requires_grad_(True)
             params.extend(block.parameters())
         return params
 
     # ------------------------------------------------------------------ text tower
-    def _text_blocks(self) -> nn.ModuleList:
-        transformer = getattr(self.clip, "transformer", None)
-        if transformer is None or getattr(self.clip, "text_pool_type", "argmax") != "argmax":
-            msg = (
-                f"Backbone '{self.info.name}' has no causal CLIP text tower (e.g. BiomedCLIP's PubMedBERT); "
-                "deep text prompts and EOT truncation are unavailable. Use a CLIP ViT backbone for prompt learning."
-            )
-            raise NotImplementedError(msg)
-        return transformer.resblocks
-
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """Tokenise with the backbone's tokenizer, on the backbone's device."""
-        tokenizer = open_clip.get_tokenizer(self.info.name)
-        return tokenizer(list(texts)).to(self.clip.logit_scale.device)
+        """Tokenise with the backbone's tokenizer (CLIP BPE or BERT WordPiece), on the backbone's device.
+
+        CLIP: ``SOS ... EOT`` then zeros, 77 positions. BERT: ``[CLS] ... [SEP]`` then ``[PAD]``, lower-cased, the
+        tower's context (256 for BiomedCLIP). Either way position 0 is the start token and prompts go right after it.
+        """
+        if self._tokenizer is None:
+            self._tokenizer = create_tokenizer(self.info)
+        return self._tokenizer(list(texts)).to(self.clip.logit_scale.device)
 
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         """Word embeddings ``W_0`` of token ids, ``(N, L, Dt)``, without positional embedding."""
-        return self.clip.token_embedding(tokens)
+        return self.text_tower.word_embedding(tokens)
 
     def encode_text(
         self,
@@ -241,18 +236,21 @@ class CLIPBackbone(nn.Module):
         """Encode token ids, optionally with replaced word embeddings, deep prompts and per-layer adapters.
 
         Args:
-            tokens: token ids ``(N, 77)``; their argmax marks the end-of-text position that is pooled.
-            embeddings: word embeddings ``(N, 77, Dt)`` to use instead of ``token_embedding(tokens)`` (learnable
-                contexts); positions past the longest EOT are ignored.
-            deep_prompts: ``{layer: (N | 1, m, Dt)}`` tokens for positions ``1..m`` of the hidden states entering
-                text layer ``layer`` (1-indexed, ``>= 2``; layer 1's input is ``embeddings``).
+            tokens: token ids ``(N, L)`` from :meth:`tokenize`; CLIP pools the end-of-text (argmax) position, BERT
+                pools ``[CLS]`` and masks padding out.
+            embeddings: word embeddings ``(N, L, Dt)`` to use instead of ``token_embeddings(tokens)`` (learnable
+                contexts); positions that cannot change a feature (past the longest EOT for CLIP, padding for BERT)
+                are ignored.
+            deep_prompts: ``{layer: (N | 1, m, Dt)}`` tokens for positions ``1..m`` (right after SOS / ``[CLS]``) of
+                the hidden states entering text layer ``layer`` (1-indexed, ``>= 2``; layer 1's input is
+                ``embeddings``).
             additive: add the deep prompts to those hidden states instead of replacing them.
             normalize: L2-normalise the output.
             block_hooks: ``{layer: f}`` with ``f((N, L, Dt)) -> (N, L, Dt)`` applied to the hidden states leaving
                 text layer ``layer`` (1-indexed), before later layers see them (residual adapters). ``f`` must act per
-                position, as the causal tower does: the sequence is truncated after the longest EOT.
-            project: apply ``text_projection``; ``False`` returns the ``ln_final`` EOT state ``(N, Dt)`` (methods that
-                replace CLIP's projection by their own).
+                position: the sequence is cut after the longest EOT (CLIP) or the longest non-padding token (BERT).
+            project: apply the text projection; ``False`` returns the pooled state ``(N, Dt)`` before it (CLIP: the
+                ``ln_final`` EOT state; BERT: the pooler's ``[CLS]`` state), for methods with their own projection.
 
         Returns:
             Text features ``(N, D)`` (``(N, Dt)`` with ``project=False``).
@@ -278,44 +276,45 @@ class CLIPBackbone(nn.Module):
         block_hooks: Mapping[int, BlockHook] | None = None,
         project: bool = True,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """As :meth:`encode_text`, also returning the end-of-text hidden state after each layer.
+        """As :meth:`encode_text`, also returning the pooled-position hidden state after each layer.
 
         Returns:
-            Text features ``(N, D)`` and ``depth + 1`` EOT states ``(N, Dt)``: the input of layer 1, then the output
-            of each layer.
+            Text features ``(N, D)`` and ``depth + 1`` states ``(N, Dt)`` at the pooled position (CLIP: EOT; BERT:
+            ``[CLS]``): the input of layer 1, then the output of each layer.
         """
-        blocks = self._text_blocks()
+        tower = self.text_tower
+        blocks = tower.blocks
         bad = [layer for layer in (block_hooks or ()) if not 1 <= layer <= len(blocks)]
         if bad:
             msg = f"Text layers {bad} are out of range 1..{len(blocks)} for '{self.info.name}'."
             raise ValueError(msg)
-        rows, eot = torch.arange(tokens.shape[0], device=tokens.device), tokens.argmax(dim=-1)
-        length = int(eot.max()) + 1  # exact: the causal mask hides later positions from the EOT token
-        x = self.token_embeddings(tokens) if embeddings is None else embeddings
-        x = x[:, :length] + self.clip.positional_embedding[:length].to(x.dtype)
-        mask = self.clip.attn_mask[:length, :length] if self.clip.attn_mask is not None else None
-        states = [x[rows, eot]]
+        tokens = tokens[:, : int(tower.lengths(tokens).max())]  # exact: later positions cannot change a feature
+        rows, pooled_at = torch.arange(tokens.shape[0], device=tokens.device), tower.pooled_position(tokens)
+        words = self.token_embeddings(tokens) if embeddings is None else embeddings[:, : tokens.shape[1]]
+        x = tower.embed(words)
+        mask = tower.attention_mask(tokens, x)
+        states = [x[rows, pooled_at]]
         for layer, block in enumerate(blocks, start=1):
             if deep_prompts and layer in deep_prompts and layer > 1:
                 prompt = deep_prompts[layer].to(x.dtype).expand(x.shape[0], -1, -1)
                 slots = x[:, 1 : 1 + prompt.shape[1]] + prompt if additive else prompt
                 x = torch.cat([x[:, :1], slots, x[:, 1 + prompt.shape[1] :]], dim=1)
-            x = block(x, attn_mask=mask)
+            x = tower.run_block(block, x, mask)
             if block_hooks and layer in block_hooks:
                 x = block_hooks[layer](x)
-            states.append(x[rows, eot])
-        x = self.clip.ln_final(x)[rows, eot]
+            states.append(x[rows, pooled_at])
+        x = tower.pool(x, tokens)
         if project:
-            projection = self.clip.text_projection
-            x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+            x = tower.project(x)
         return (F.normalize(x, dim=-1) if normalize else x), states
 
     @torch.no_grad()
     def encode_fixed_text(self, texts: Sequence[str], *, normalize: bool = True) -> torch.Tensor:
         """Features of fixed prompts ``(N, D)``, cached per text list, device and dtype (the tower is frozen).
 
-        Sentences are encoded in groups of equal token length, each truncated at its end-of-text token: exact under
-        CLIP's causal mask, and several times fewer token positions than 77-token sequences for prompt ensembles.
+        Sentences are encoded in groups of equal token length, each cut after its last position that can change its
+        features (exact, see :meth:`encode_text`): several times fewer token positions than full-context sequences
+        for prompt ensembles.
         """
         device = self.clip.logit_scale.device
         key = (tuple(texts), normalize, str(device), self.clip.logit_scale.dtype)
@@ -327,7 +326,7 @@ class CLIPBackbone(nn.Module):
     def _encode_by_length(self, texts: Sequence[str], normalize: bool) -> torch.Tensor:
         """Features ``(N, D)`` of ``texts``, encoded in groups of equal token length."""
         tokens = self.tokenize(texts)
-        lengths = tokens.argmax(dim=-1)
+        lengths = self.text_tower.lengths(tokens)
         scale = self.clip.logit_scale
         features = torch.empty(len(tokens), self.embed_dim, device=scale.device, dtype=scale.dtype)
         for length in lengths.unique():
@@ -342,27 +341,14 @@ class CLIPBackbone(nn.Module):
     # ------------------------------------------------------------------ image tower
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
         """``E_0``: CLS + patch embeddings with positional embedding, before ``ln_pre``, ``(B, 1 + P, Dv)``."""
-        visual = self.clip.visual
         if images.shape[-2:] != (self.image_size, self.image_size):
             msg = f"Expected images of {self.image_size}x{self.image_size} px, got {tuple(images.shape[-2:])}."
             raise ValueError(msg)
-        x = visual.conv1(images.to(visual.conv1.weight.dtype)).flatten(2).transpose(1, 2)
-        cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
-        return torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        return self.image_tower.embed_patches(images)
 
     def _embed_image(self, images: torch.Tensor) -> torch.Tensor:
-        visual = self.clip.visual
-        return visual.ln_pre(visual.patch_dropout(self.embed_patches(images)))
-
-    @staticmethod
-    def _value_value_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Self-attention of the values with themselves (V-V), through the block's own projections."""
-        attn: nn.MultiheadAttention = block.attn
-        _, _, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        batch, length, width = v.shape
-        v = v.reshape(batch, length, attn.num_heads, width // attn.num_heads).transpose(1, 2)
-        out = F.scaled_dot_product_attention(v, v, v).transpose(1, 2).reshape(batch, length, width)
-        return block.ls_1(attn.out_proj(out))
+        """The hidden states entering block 1 (after patch dropout and the pre-norm)."""
+        return self.image_tower.pre(self.embed_patches(images))
 
     def encode_image(
         self,
@@ -390,7 +376,7 @@ class CLIPBackbone(nn.Module):
         Returns:
             :class:`VisualFeatures`.
         """
-        visual = self.clip.visual
+        tower = self.image_tower
         layers = (*out_layers, *vv_layers, *(block_hooks or ()))
         bad = [layer for layer in layers if not 1 <= layer <= self.visual_depth]
         if bad:
@@ -400,7 +386,7 @@ class CLIPBackbone(nn.Module):
         n_base = x.shape[1]
         vv_start, vv = (min(vv_layers), None) if vv_layers else (None, None)
         patches, classes = [], []
-        for layer, block in enumerate(visual.transformer.resblocks, start=1):
+        for layer, block in enumerate(tower.blocks, start=1):
             if visual_prompts and layer in visual_prompts:
                 prompt = visual_prompts[layer].to(x.dtype).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :n_base], prompt], dim=1)
@@ -409,7 +395,7 @@ class CLIPBackbone(nn.Module):
             if layer == vv_start:
                 vv = x
             if vv is not None and layer in vv_layers:
-                vv = vv + self._value_value_attention(block, x)
+                vv = vv + tower.value_value(block, x)
             x = block(x)
             if block_hooks and layer in block_hooks:
                 x = block_hooks[layer](x)
@@ -417,10 +403,13 @@ class CLIPBackbone(nn.Module):
                 source = vv if vv is not None else x
                 patches.append(source[:, 1:n_base])
                 classes.append(source[:, 0])
-        pooled, _ = visual._pool(x[:, :n_base])  # noqa: SLF001  open_clip's own pooling, as encode_image
-        return VisualFeatures(pooled @ visual.proj, patches, classes, x[:, 0])
+        return VisualFeatures(tower.pool(x[:, :n_base]), patches, classes, x[:, 0])
 
-    def project_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Map raw visual tokens ``(..., Dv)`` into the joint space with ``ln_post`` and ``proj``: ``(..., D)``."""
-        visual = self.clip.visual
-        return visual.ln_post(tokens) @ visual.proj
+    def project_tokens(self, tokens: torch.Tensor, *, final_norm: bool = True) -> torch.Tensor:
+        """Map raw visual tokens ``(..., Dv)`` into the joint space: ``(..., D)``.
+
+        open_clip ViT: ``ln_post`` then ``proj``. timm ViT (BiomedCLIP): the trunk's final norm, then what its head
+        and open_clip's ``head`` apply to the pooled token. ``final_norm=False`` skips ``ln_post`` / the final norm
+        (AnomalyCLIP projects the raw final CLS token).
+        """
+        return self.image_tower.project(tokens, final_norm=final_norm)

@@ -6,9 +6,14 @@
 ``None`` for an explicitly random initialisation (seeded, so a checkpoint can rebuild it). Models named
 ``"hf-hub:<org>/<repo>"`` (BiomedCLIP, PMC-CLIP community weights) carry their own weights.
 
-The package registers one extra architecture with open_clip, ``ViT-tiny-test`` (12 + 12 blocks of width 64, patch 8
-at 32 px, about 4 M parameters, no released weights): the real CLIP code paths at a size that tests and smoke runs
-build in milliseconds. It only ever has random weights.
+The package registers two extra architectures with open_clip, both only ever with random weights, for tests and smoke
+runs that build in milliseconds:
+
+- ``ViT-tiny-test``: open_clip's own ViT and causal text transformer (12 + 12 blocks of width 64, patch 8 at 32 px).
+- ``BiomedCLIP-tiny-test``: BiomedCLIP's shape (a timm ViT, ``vit_medclip_tiny_test``: 4 blocks of width 64, patch 8
+  at 32 px; a 2-layer Hugging Face BERT of width 64 with a 316-word WordPiece vocabulary, [CLS] pooling, an MLP text
+  projection and 256 tokens). Its BERT config and vocabulary ship in ``configs/BiomedCLIP-tiny-test/`` so that the
+  stock CLI can build it in any process; it needs the ``biomed`` extra (``transformers``).
 
 open_clip retries downloads for most of a minute before failing and, for some models, only logs "initialized
 randomly" when weights are missing. Here, weights are first looked up in the local caches; if they are absent and
@@ -23,12 +28,14 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
 import socket
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, redirect_stderr
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -36,16 +43,19 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import open_clip
+import timm
 import torch
 from torch import nn
 
 __all__ = [
+    "TINY_BIOMED_BACKBONE",
     "TINY_TEST_BACKBONE",
     "Activation",
     "ClipInfo",
     "WeightsUnavailableError",
     "config_activation",
     "create_clip",
+    "create_tokenizer",
     "local_weights",
     "native_image_size",
     "openai_weights_evidence",
@@ -58,7 +68,45 @@ HF_HUB_PREFIX = "hf-hub:"
 _HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _PROBE_TIMEOUT_S = 3.0
 TINY_TEST_BACKBONE = "ViT-tiny-test"
-open_clip.add_model_config(Path(__file__).with_name("configs"))
+TINY_BIOMED_BACKBONE = "BiomedCLIP-tiny-test"
+BIOMED_EXTRA_HINT = "pip install 'anomalib-medclip[biomed]'"
+_CONFIGS = Path(__file__).with_name("configs")
+open_clip.add_model_config(_CONFIGS)
+
+
+@timm.models.register_model
+def vit_medclip_tiny_test(pretrained: bool = False, **kwargs: object) -> nn.Module:
+    """A 4-block timm ViT of width 64 (patch 8 at 32 px), the image tower of ``BiomedCLIP-tiny-test``."""
+    if pretrained:
+        msg = "vit_medclip_tiny_test has no pretrained weights: it is a random test architecture."
+        raise ValueError(msg)
+    shape = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 4, "num_heads": 2, "mlp_ratio": 2.0}
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, **{**shape, **kwargs})
+
+
+def _register_tiny_biomed() -> None:
+    """Register ``BiomedCLIP-tiny-test`` with its Hugging Face folder resolved to this package's copy.
+
+    open_clip reads configs only from files, where a relative folder would resolve against the working directory;
+    the config lives in a subfolder (not rescanned by ``add_model_config``) and is entered with an absolute path.
+    """
+    folder = _CONFIGS / TINY_BIOMED_BACKBONE
+    config = json.loads((folder / "model.json").read_text())
+    config["text_cfg"].update(hf_model_name=str(folder), hf_tokenizer_name=str(folder))
+    open_clip.factory._MODEL_CONFIGS[TINY_BIOMED_BACKBONE] = config  # noqa: SLF001  no public API takes a dict
+
+
+_register_tiny_biomed()
+
+
+def _require_biomed_extra(name: str, model_cfg: dict | None) -> None:
+    """A clear error when an architecture with a Hugging Face text tower is built without ``transformers``."""
+    if (model_cfg or {}).get("text_cfg", {}).get("hf_model_name") and importlib.util.find_spec("transformers") is None:
+        msg = (
+            f"Backbone '{name}' has a Hugging Face text tower (e.g. BiomedCLIP's PubMedBERT), which needs the "
+            f"optional 'biomed' extra: `{BIOMED_EXTRA_HINT}` (installs transformers)."
+        )
+        raise ImportError(msg)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -125,13 +173,25 @@ def _cached_tag_weights(cfg: dict) -> str | None:
 
 
 def _unavailable(name: str, pretrained: str, detail: str) -> WeightsUnavailableError:
+    detail = " ".join(detail.split())  # one line: the error's last line carries the fixes
     msg = (
         f"Pretrained weights for backbone '{name}' with pretrained='{pretrained}' are not available: {detail}. "
         "Fix one of: (1) connect to the internet once so open_clip can download them into the cache "
         "(~/.cache/huggingface or ~/.cache/clip), and unset HF_HUB_OFFLINE; (2) pre-download them on another "
-        "machine and copy the cache; (3) pass a local checkpoint file, e.g. pretrained='/path/to/weights.bin'; "
-        "(4) for an offline smoke test only, pass pretrained=None for random weights (results are meaningless)."
+        "machine and copy the cache"
     )
+    if name.startswith(HF_HUB_PREFIX):  # the hub id fixes the weights: no local file or None applies
+        msg += (
+            " (the repository and, for a Hugging Face text tower such as BiomedCLIP's, its tokenizer/config "
+            "repository, e.g. microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract); (3) for an offline smoke test "
+            f"only, build a random model of the same tower kinds: backbone='{TINY_BIOMED_BACKBONE}' (BiomedCLIP's) "
+            "or an open_clip architecture, with pretrained=None (results are meaningless)."
+        )
+    else:
+        msg += (
+            "; (3) pass a local checkpoint file, e.g. pretrained='/path/to/weights.bin'; (4) for an offline smoke "
+            "test only, pass pretrained=None for random weights (results are meaningless)."
+        )
     return WeightsUnavailableError(msg)
 
 
@@ -265,9 +325,12 @@ def _forced_hub_offline() -> Iterator[None]:
 def _build(name: str, pretrained: str | None, quick_gelu: bool, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]), redirect_stderr(StringIO()):  # CPU generator only, restored after
         torch.default_generator.manual_seed(seed)
+        # pretrained_text=False: a Hugging Face text tower never loads its own hub weights (they come from the CLIP
+        # checkpoint, or the model is random when pretrained is None)
         return open_clip.create_model(
-            name, pretrained=pretrained, quick_gelu=quick_gelu, require_pretrained=bool(pretrained)
-        )
+            name, pretrained=pretrained, quick_gelu=quick_gelu, require_pretrained=bool(pretrained),
+            pretrained_text=False,
+        )  # fmt: skip
 
 
 def _create_from_tag(name: str, tag: str, activation: Activation, seed: int) -> tuple[nn.Module, bool, str]:
@@ -292,23 +355,49 @@ def _create_from_tag(name: str, tag: str, activation: Activation, seed: int) -> 
 
 
 def _create_from_hub(name: str, activation: Activation, seed: int) -> tuple[nn.Module, bool, str]:
-    repo_id = name.removeprefix(HF_HUB_PREFIX)
+    """Build an ``hf-hub:`` model from the cache (read offline, no retries) or a download.
+
+    A Hugging Face text tower (BiomedCLIP's PubMedBERT) also needs its own repository's config and tokenizer: the cache
+    is only used offline when that repository is cached too, and a missing one is named in the error.
+    """
+    repo_id, weights = name.removeprefix(HF_HUB_PREFIX), "(weights from the hub id)"
     cached = _cached_hf_file(repo_id, ("open_clip_config.json",)) and _cached_hf_file(repo_id, _HF_WEIGHT_FILES)
     if not cached and not _hub_reachable():
-        raise _unavailable(
-            name, "(weights from the hub id)", f"'{repo_id}' is not in the HF cache and the hub is unreachable"
-        )
+        raise _unavailable(name, weights, f"'{repo_id}' is not in the HF cache and the hub is unreachable")
+    text_repo = None
+    if config_file := _cached_hf_file(repo_id, ("open_clip_config.json",)):
+        model_cfg = json.loads(Path(config_file).read_text()).get("model_cfg") or {}
+        _require_biomed_extra(name, model_cfg)
+        text_repo = model_cfg.get("text_cfg", {}).get("hf_model_name")
+    offline = bool(cached) and (not text_repo or bool(_cached_hf_file(text_repo, ("config.json",))))
+    if cached and not offline and not _hub_reachable():
+        detail = f"its text tower's repository '{text_repo}' is not in the HF cache and the hub is unreachable"
+        raise _unavailable(name, weights, detail)
     quick_gelu = activation == "quick_gelu"
     try:
-        if cached:
+        if offline:
             with _forced_hub_offline():
                 return _build(name, None, quick_gelu, seed), quick_gelu, f"cache ({repo_id})"
         return _build(name, None, quick_gelu, seed), quick_gelu, f"download ({repo_id})"
     except (RuntimeError, OSError) as err:
-        raise _unavailable(name, "(weights from the hub id)", str(err)) from err
+        raise _unavailable(name, weights, str(err)) from err
     except ImportError as err:
-        msg = f"Backbone '{name}' needs an optional package ({err}): `pip install 'anomalib-medclip[biomed]'`."
+        msg = f"Backbone '{name}' needs an optional package ({err}): `{BIOMED_EXTRA_HINT}`."
         raise ImportError(msg) from err
+
+
+def create_tokenizer(info: ClipInfo) -> Callable[[list[str]], torch.Tensor]:
+    """The tokenizer of a built backbone: CLIP's BPE, or a Hugging Face tokenizer (BiomedCLIP's WordPiece).
+
+    A backbone read from the cache reads its tokenizer from the cache too (no network retries); a missing tokenizer
+    repository raises :class:`WeightsUnavailableError` naming it.
+    """
+    offline = _forced_hub_offline() if info.source.startswith("cache") else nullcontext()
+    try:
+        with offline:
+            return open_clip.get_tokenizer(info.name)
+    except OSError as err:
+        raise _unavailable(info.name, f"{info.pretrained}", f"its tokenizer could not be read ({err})") from err
 
 
 def create_clip(
@@ -339,6 +428,8 @@ def create_clip(
     if not name.startswith(HF_HUB_PREFIX) and name not in open_clip.list_models():
         msg = f"Unknown open_clip architecture '{name}'. Available: {open_clip.list_models()}."
         raise ValueError(msg)
+    if not name.startswith(HF_HUB_PREFIX):
+        _require_biomed_extra(name, open_clip.get_model_config(name))
     pretrained = str(pretrained) if pretrained not in {None, ""} else None
     if name.startswith(HF_HUB_PREFIX):
         model, quick_gelu, source = _create_from_hub(name, activation, seed)

@@ -4,7 +4,9 @@
 
 - a model package (``anomalib_medclip/models/<name>/``) never imports another model package: what several models
   share lives in ``models/components`` (which imports no model package itself); ``models/__init__.py`` lists them all;
-- only ``anomalib_medclip/backbones/`` imports ``open_clip``;
+- only ``anomalib_medclip/backbones/`` imports ``open_clip`` or ``transformers``;
+- models never reach into the backbone's open_clip model (``backbone.clip``): they run on every tower kind (open_clip
+  or timm ViT, CLIP or BERT text) only through :class:`~anomalib_medclip.backbones.CLIPBackbone`'s methods;
 - ``data/`` and ``volumes/`` never import ``anomalib_medclip.models``.
 
 Every import counts, also one inside a function. The rules are checked on synthetic sources too, so that a test that
@@ -58,8 +60,9 @@ def violations(relative: Path, source: str) -> list[str]:
     found = []
     parts = relative.parts
     for name in sorted(imported_modules(module, source, is_package=relative.name == "__init__.py")):
-        if _within(name, "open_clip") and parts[0] != "backbones":
-            found.append(f"{module} imports {name}: only anomalib_medclip.backbones may import open_clip")
+        for library in ("open_clip", "transformers"):
+            if _within(name, library) and parts[0] != "backbones":
+                found.append(f"{module} imports {name}: only anomalib_medclip.backbones may import {library}")
         if parts[0] in {"data", "volumes"} and _within(name, f"{ROOT}.models"):
             found.append(f"{module} imports {name}: {parts[0]}/ must not depend on the models")
         if parts[0] == "models" and len(parts) > 2:  # inside models/<own>/
@@ -67,6 +70,11 @@ def violations(relative: Path, source: str) -> list[str]:
             others = {f"{ROOT}.models.{other}" for other in MODEL_PACKAGES if other != own}
             if name == f"{ROOT}.models" or any(_within(name, other) for other in others):
                 found.append(f"{module} imports {name}: models/{own}/ must not import another model package")
+    if parts[0] == "models":
+        for node in ast.walk(ast.parse(source)):
+            value = node.value if isinstance(node, ast.Attribute) and node.attr == "clip" else None
+            if getattr(value, "id", getattr(value, "attr", None)) == "backbone":  # backbone.clip, self.backbone.clip
+                found.append(f"{module} line {node.lineno} reads backbone.clip: use the CLIPBackbone's methods")
     return found
 
 
@@ -118,6 +126,11 @@ def test_module_follows_the_layering(relative: Path) -> None:
         ("volumes/evaluator.py", "from anomalib_medclip import models", True),
         ("volumes/evaluator.py", "from anomalib_medclip.data import BraTS", False),
         ("data/brats.py", "from anomalib_medclip.volumes import VolumeEvaluator", False),
+        ("models/ada_clip/torch_model.py", "import transformers", True),
+        ("backbones/towers.py", "from transformers.masking_utils import create_bidirectional_mask", False),
+        ("models/anomaly_clip/torch_model.py", "x = self.backbone.clip.visual.proj", True),
+        ("models/anomaly_clip/torch_model.py", "x = backbone.clip.visual.proj", True),
+        ("models/anomaly_clip/torch_model.py", "x = self.backbone.project_tokens(t, final_norm=False)", False),
     ],
 )
 def test_a_violation_is_found(relative: str, source: str, broken: bool) -> None:

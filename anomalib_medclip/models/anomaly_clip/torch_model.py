@@ -141,7 +141,7 @@ class AnomalyCLIPModel(PromptedModel):
         with torch.no_grad():  # the image tower is frozen and the prompts live in the text tower only
             vv_layers = range(self.vv_from, self.backbone.visual_depth + 1)
             features = self.backbone.encode_image(images, out_layers=self.map_layers, vv_layers=vv_layers)
-            image = F.normalize(features.final_cls @ self.backbone.clip.visual.proj, dim=-1)
+            image = F.normalize(self.backbone.project_tokens(features.final_cls, final_norm=False), dim=-1)
             patches = [F.normalize(self.backbone.project_tokens(t), dim=-1) for t in features.patch_tokens]
         return image, patches
 

@@ -10,9 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
-def test_offline_without_cache_fails_fast_with_fix(tmp_path: Path) -> None:
-    code = "from anomalib_medclip import VanillaCLIP\nVanillaCLIP(backbone='ViT-B-16', pretrained='openai')\n"
+BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+
+
+CASES = [("ViT-B-16", "openai"), (BIOMEDCLIP, "(weights from the hub id)")]
+
+
+@pytest.mark.parametrize(("backbone", "pretrained"), CASES, ids=["openai", "biomedclip"])
+def test_offline_without_cache_fails_fast_with_fix(backbone: str, pretrained: str, tmp_path: Path) -> None:
+    code = f"from anomalib_medclip import VanillaCLIP\nVanillaCLIP(backbone='{backbone}', pretrained='openai')\n"
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -28,7 +36,7 @@ def test_offline_without_cache_fails_fast_with_fix(tmp_path: Path) -> None:
     assert elapsed < 30
     last = proc.stderr.strip().splitlines()[-1]
     assert "WeightsUnavailableError" in last
-    assert "'ViT-B-16'" in last
-    assert "pretrained='openai'" in last
+    assert f"'{backbone}'" in last
+    assert f"pretrained='{pretrained}'" in last
     assert "HF_HUB_OFFLINE" in last
-    assert "local checkpoint file" in last
+    assert ("BiomedCLIP-tiny-test" if backbone == BIOMEDCLIP else "local checkpoint file") in last

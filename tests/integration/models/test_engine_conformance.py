@@ -6,8 +6,10 @@
 train run's test metrics again; a fresh model built with another phrase tests the same from that checkpoint, with the
 checkpoint's phrase restored and the same outputs. The checkpoint is slim (no frozen CLIP weights), records the
 backbone, the model class and the object phrase, and holds no text features. The ports run the same way from the
-original's weights file (``official_checkpoint``: zero-shot), AnoVL is zero-shot anyway. The in-process part of the
-contract is ``tests/unit/models/test_conformance.py``; what is specific to one model is in ``test_<model>.py`` here.
+original's weights file (``official_checkpoint``: zero-shot), AnoVL is zero-shot anyway. Every model also runs the
+contract on ``BiomedCLIP-tiny-test`` (a timm ViT and a Hugging Face BERT, BiomedCLIP's tower kinds). The in-process
+part of the contract is ``tests/unit/models/test_conformance.py``; what is specific to one model is in
+``test_<model>.py`` here.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from anomalib_medclip.models import list_models
 
 IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 OFFICIAL = {"AnomalyCLIP": "epoch_15.pth", "AdaCLIP": "pretrained_all.pth", "AprilGAN": "adapters.pth"}
-CASES = [(name, False) for name in list_models()] + [(name, True) for name in OFFICIAL]
+CASES = [(name, False, False) for name in list_models()] + [(name, True, False) for name in OFFICIAL]
+CASES += [(name, False, True) for name in list_models()]  # on BiomedCLIP's tower kinds (timm ViT + BERT)
 
 
 def _outputs(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,12 +36,13 @@ def _outputs(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    ("name", "official"), CASES, ids=[f"{n}-official" if o else n for n, o in CASES]
+    ("name", "official", "biomed"), CASES,
+    ids=[f"{n}-official" if o else f"{n}-biomedclip" if b else n for n, o, b in CASES],
 )  # fmt: skip
 def test_train_then_test_from_its_checkpoint(
-    name: str, official: bool, tiny_model, image_folder: Path, tmp_path: Path, toy_folder, cpu_engine
+    name: str, official: bool, biomed: bool, tiny_model, image_folder: Path, tmp_path: Path, toy_folder, cpu_engine
 ) -> None:
-    options: dict[str, object] = {}
+    options: dict[str, object] = {"biomed": biomed}
     if official:  # the original's weights file, written from another seed's tiny model
         path = tiny_model(name, seed=3).model.save_official_checkpoint(tmp_path / OFFICIAL[name])
         options["official_checkpoint"] = str(path)
@@ -57,7 +61,8 @@ def test_train_then_test_from_its_checkpoint(
     state = torch.load(ckpt, weights_only=False)
     assert state["object_name"] == phrase
     assert state["anomalib_medclip_model"] == {"class": name, "torch_model": type(model.model).__name__}
-    assert state["anomalib_medclip_backbones"]["model.backbone"]["name"] == "ViT-tiny-test"
+    backbone = "BiomedCLIP-tiny-test" if biomed else "ViT-tiny-test"
+    assert state["anomalib_medclip_backbones"]["model.backbone"]["name"] == backbone
     unfrozen = {f"model.{n}" for n, p in model.model.named_parameters() if p.requires_grad and ".clip." in f".{n}"}
     assert {key for key in state["state_dict"] if ".clip." in key} == unfrozen  # no frozen CLIP weights
     assert not [key for key in state["state_dict"] if "text_features" in key or "sentence_features" in key]

@@ -13,7 +13,7 @@ from anomalib_medclip.backbones import CLIPBackbone, resize_positional_embedding
 TEXTS = ["a photo of a normal brain MRI scan", "a photo of an anomalous brain MRI scan", "x"]
 
 
-@pytest.mark.parametrize("name", ["ViT-B-16", "ViT-tiny-test"])
+@pytest.mark.parametrize("name", ["ViT-B-16", "ViT-tiny-test", "BiomedCLIP-tiny-test"])
 def test_layerwise_towers_equal_open_clip_encoders(name: str, check_towers) -> None:
     """At the native size. A 24-layer quick-GELU tower (ViT-L-14-336, 2 minutes on 2 cores) is checked the same way
     in ``tests/integration/backbones/test_large_towers.py``."""

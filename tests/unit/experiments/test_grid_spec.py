@@ -49,13 +49,17 @@ def test_dry_run_lists_every_cell_of_the_cross_modal_table(capsys: pytest.Captur
 def test_dry_run_lists_every_cell_of_the_brats_met_table(capsys: pytest.CaptureFixture) -> None:
     rows = _dry_run_cells(capsys, CONFIGS / "brats_met" / "grid.yaml")
     baselines = ("AdaCLIP", "AnoVL", "AnomalyCLIP", "VAND")
-    expected = {f"{m}/{s}/BraTS-MET/seed0" for m in baselines for s in ("Industrial", "Finetune", "Brats", "PMC")}
-    expected |= {f"MedCrossModalCLIP/{s}/BraTS-MET/seed0" for s in ("Brats", "PMC")}
+    setups = ("Industrial", "Finetune", "Brats", "PMC", "BiomedCLIP")
+    expected = {f"{m}/{s}/BraTS-MET/seed0" for m in baselines for s in setups}
+    expected |= {f"MedCrossModalCLIP/{s}/BraTS-MET/seed0" for s in ("Brats", "PMC", "BiomedCLIP")}
     assert {row[0] for row in rows} == expected
-    assert len(rows) == 18
+    assert len(rows) == 23
     released = [row for row in rows if "/Industrial/" in row[0] or "/Finetune/" in row[0]]
     assert sum("official_checkpoint" in row[3] for row in released) == 6  # AnoVL has no released weights
     assert all("pmc_vit_l_14" in row[3] for row in rows if "/PMC/" in row[0])
+    biomed = [row for row in rows if "/BiomedCLIP/" in row[0]]
+    assert len(biomed) == 5
+    assert all("BiomedCLIP-PubMedBERT_256-vit_base_patch16_224" in row[3] for row in biomed)
     assert all("BraTS root datasets/BraTS-MET MISSING" in row[4] for row in rows)
 
 

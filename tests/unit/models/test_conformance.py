@@ -71,9 +71,13 @@ def test_text_lifecycle(name: str, tiny_model) -> None:
     assert not torch.equal(_outputs(model)[0], first[0])  # the phrase reaches the prompts
 
 
+BIOMED = [pytest.param(False, id="clip"), pytest.param(True, id="biomedclip")]  # the two tower kinds
+
+
+@pytest.mark.parametrize("biomed", BIOMED)
 @pytest.mark.parametrize("name", MODELS)
-def test_batch_equals_single_images(name: str, tiny_model) -> None:
-    model = tiny_model(name)
+def test_batch_equals_single_images(name: str, biomed: bool, tiny_model) -> None:
+    model = tiny_model(name, biomed=biomed)
     model.setup("test")
     scores, maps = _outputs(model)
     assert scores.shape == (3,)
@@ -99,9 +103,10 @@ def test_learning_type_matches_what_fit_trains(name: str, tiny_model) -> None:
     assert not {"pre_processor", "post_processor", "evaluator", "visualizer"} & described["settings"].keys()
 
 
+@pytest.mark.parametrize("biomed", BIOMED)
 @pytest.mark.parametrize("name", MODELS)
-def test_slim_checkpoint_round_trip(name: str, tiny_model, tmp_path: Path) -> None:
-    model = tiny_model(name)
+def test_slim_checkpoint_round_trip(name: str, biomed: bool, tiny_model, tmp_path: Path) -> None:
+    model = tiny_model(name, biomed=biomed)
     model.setup("fit")
     model.model.setup_text(model.model.object_name)  # as after a stage: the phrase in use
     expected = _outputs(model)
@@ -130,10 +135,11 @@ def test_another_models_checkpoint_is_refused_by_name(tiny_model, tmp_path: Path
     model.on_load_checkpoint(torch.load(_save(tiny_model("AprilGAN"), tmp_path / "april.ckpt"), weights_only=False))
 
 
+@pytest.mark.parametrize("biomed", BIOMED)
 @pytest.mark.parametrize("name", MODELS)
-def test_torch_export_predicts_like_the_model(name: str, tiny_model, tmp_path: Path, monkeypatch) -> None:
+def test_torch_export_predicts_like_the_model(name: str, biomed: bool, tiny_model, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TRUST_REMOTE_CODE", "1")  # anomalib unpickles exported models only when told: ours, fresh
-    model = tiny_model(name)
+    model = tiny_model(name, biomed=biomed)
     model.setup("test")
     model.eval()
     path = model.to_torch(tmp_path)

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Mixed precision: the models run under autocast (bf16 on CPU, fp16 on CUDA) and hand float32 scores and maps on.
 
-Every model of the package on the tiny test backbone (``tiny_model``), with the options that exercise its trainable
-and test-time parts.
+Every model of the package on the tiny test backbones of both tower kinds (``tiny_model``, ``biomed=True``: timm ViT +
+BERT), with the options that exercise its trainable and test-time parts.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from anomalib_medclip.models import list_models
 MODELS = list_models()
 
 
-def _model(make, name: str, device: str) -> torch.nn.Module:
-    model = make(name)
+def _model(make, name: str, device: str, biomed: bool = False) -> torch.nn.Module:
+    model = make(name, biomed=biomed)
     model.setup("fit")  # Lightning's hook: the prompts are set up for the model's object phrase
     return model.to(device)
 
@@ -56,13 +56,18 @@ def _check(model: torch.nn.Module, device: str, dtype: torch.dtype, tolerance: f
     assert all(torch.isfinite(g).all() for g in grads.values())
 
 
+BIOMED = [pytest.param(False, id="clip"), pytest.param(True, id="biomedclip")]  # the two tower kinds
+
+
+@pytest.mark.parametrize("biomed", BIOMED)
 @pytest.mark.parametrize("name", MODELS)
-def test_bf16_autocast_on_cpu(name: str, tiny_model) -> None:
-    _check(_model(tiny_model, name, "cpu"), "cpu", torch.bfloat16, tolerance=0.05)
+def test_bf16_autocast_on_cpu(name: str, biomed: bool, tiny_model) -> None:
+    _check(_model(tiny_model, name, "cpu", biomed), "cpu", torch.bfloat16, tolerance=0.05)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("biomed", BIOMED)
 @pytest.mark.parametrize("name", MODELS)
-def test_fp16_autocast_on_cuda(name: str, tiny_model) -> None:
-    _check(_model(tiny_model, name, "cuda"), "cuda", torch.float16, tolerance=0.02)
+def test_fp16_autocast_on_cuda(name: str, biomed: bool, tiny_model) -> None:
+    _check(_model(tiny_model, name, "cuda", biomed), "cuda", torch.float16, tolerance=0.02)
