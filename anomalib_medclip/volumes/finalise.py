@@ -258,9 +258,9 @@ def finalise_volume(
         if val_threshold is None:
             msg = (
                 "threshold_policy='val_dice' needs the Dice-optimal threshold of the validation volumes, and none was "
-                "found: run validation first (anomalib test does it for a model given without a checkpoint; a "
-                "checkpoint written after validation carries it), on a datamodule whose validation split has volumes "
-                "with lesions."
+                "found. It is learnt during validation: `anomalib train` (fit validates) or `anomalib test` of a "
+                "zero-shot model without a checkpoint, and a checkpoint written after validation carries it (pass "
+                "--ckpt_path). The validation split must hold volumes with lesions."
             )
             raise ValueError(msg)
         threshold = float(val_threshold)
