@@ -137,14 +137,22 @@ def median_filter_at(score: np.ndarray, where: np.ndarray, size: int, out: np.nd
     strides = [stride // padded.itemsize for stride in padded.strides]
     offsets = (steps[:, None, None] * strides[0] + steps[:, None] * strides[1] + steps * strides[2]).ravel()
     flat = padded.ravel(order=order)  # a view: position i is memory offset i
-    centres = np.flatnonzero(where.ravel(order=order))
+    dims = score.shape if order == "C" else score.shape[::-1]  # slowest axis first
+    padded_dims = padded.shape if order == "C" else padded.shape[::-1]
     out = np.zeros(score.shape, np.float32, order=order) if out is None else out
     out.fill(0)
+    target = out.ravel(order=order)  # a view when ``out`` is contiguous in this order, else a copy (written back)
+    centres = np.flatnonzero(where.ravel(order=order))
     middle = size**3 // 2
     for start in range(0, centres.size, _CHUNK):
-        coords = np.unravel_index(centres[start : start + _CHUNK], score.shape, order=order)
-        padded_index = np.ravel_multi_index(tuple(c + r for c in coords), padded.shape, order=order)
-        out[coords] = np.partition(flat[padded_index[:, None] + offsets], middle, axis=1)[:, middle]
+        block = centres[start : start + _CHUNK]
+        slow, rest = np.divmod(block, dims[1] * dims[2])
+        mid, fast = np.divmod(rest, dims[2])
+        index = ((slow + r) * padded_dims[1] + mid + r) * padded_dims[2] + fast + r
+        values = np.take(flat, index[:, None] + offsets)
+        target[block] = np.partition(values, middle, axis=1)[:, middle]
+    if not np.may_share_memory(target, out):
+        out[...] = target.reshape(score.shape, order=order)
     return out
 
 
