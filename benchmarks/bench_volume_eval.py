@@ -9,15 +9,23 @@ scan and segmentation on disk, and prints:
 - the peak resident memory above the baseline (process after imports and one warm-up volume), which must stay
   below 1 GiB and not grow with the number of volumes (volumes are finalised as soon as they are complete);
 - the wall time per volume of the volumetric post-processing (stacking + resizing, metrics, voxel curves), and
-  separately of writing the two NIfTI files and of the whole per-volume step.
+  separately of writing the two NIfTI files and of the whole per-volume step;
+- cost against size (issue 15): CPU time of evaluating one volume (reading the scan and segmentation, stacking,
+  post-processing, thresholding, metrics, voxel curves; NIfTI writing reported apart) for a 240x240x155 and a
+  512x512x176 volume (brain = the same 17 % of the voxels, as in BraTS), with the default chain and the UAD chain
+  (``postprocess='uad'``), each measured in a fresh process (``spawn``) so that its peak extra resident memory is
+  its own; the ratios of the two sizes are printed from the same run. Targets: ratio <= 6 for 5.1x the voxels,
+  <= 0.5 s (default) and <= 1.5 s (UAD) per 240x240x155 volume, peak extra memory < 1 GiB at 512x512x176.
 
 Usage:
     python benchmarks/bench_volume_eval.py --volumes 50
+    python benchmarks/bench_volume_eval.py --volumes 0 --repeats 3   # only the cost-against-size figures
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import tempfile
 import time
@@ -31,24 +39,103 @@ import torch
 
 from anomalib_medclip.data import MedSliceBatch
 from anomalib_medclip.data.nifti import read_volume
-from anomalib_medclip.volumes import VolumeEvaluator, VoxelCurves, dice_2d_mean, stack_slices, volume_scores
+from anomalib_medclip.volumes import (
+    EvaluationSettings,
+    VolumeEvaluator,
+    VoxelCurves,
+    dice_2d_mean,
+    finalise_volume,
+    read_ground_truth,
+    stack_slices,
+    volume_scores,
+)
 
 SHAPE, MODEL_SIZE, BATCH = (240, 240, 155), 224, 32
+SIZES = ((240, 240, 155), (512, 512, 176))
+CHAINS = {"default": EvaluationSettings(brats_official=False), "uad": EvaluationSettings(postprocess="uad")}
 
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _scan(root: Path) -> tuple[Path, Path]:
-    grid = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
-    radius = sum(((g - s / 2) / (s / 2.4)) ** 2 for g, s in zip(grid, SHAPE, strict=True))
+def _status_mib(field: str) -> float:
+    """``VmRSS`` (current) or ``VmHWM`` (peak since the last reset) of this process, Linux only."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    msg = f"/proc/self/status has no {field}"
+    raise OSError(msg)
+
+
+def _reset_peak() -> float:
+    """Reset the peak resident memory (``clear_refs`` 5) and return the current one, the baseline."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mib("VmRSS")
+
+
+def _scan(root: Path, shape: tuple[int, int, int] = SHAPE, semi_axis: float = 2.4) -> tuple[Path, Path]:
+    grid = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    radius = sum(((g - s / 2) / (s / semi_axis)) ** 2 for g, s in zip(grid, shape, strict=True))
     image = np.where(radius < 1, 100 + 50 * np.cos(radius * 6), 0).astype(np.float32)
-    lesion = sum(((g - c) / 12) ** 2 for g, c in zip(grid, (100, 130, 80), strict=True)) < 1
-    paths = root / "scan.nii.gz", root / "seg.nii.gz"
+    centre = (s * c for s, c in zip(shape, (0.42, 0.54, 0.52), strict=True))
+    lesion = sum(((g - c) / (s / 20)) ** 2 for g, c, s in zip(grid, centre, shape, strict=True)) < 1
+    paths = root / f"scan{shape[0]}.nii.gz", root / f"seg{shape[0]}.nii.gz"
     nib.save(nib.Nifti1Image(image, np.eye(4)), paths[0])
     nib.save(nib.Nifti1Image(lesion.astype(np.uint8), np.eye(4)), paths[1])
     return paths
+
+
+def _size_cost(paths: tuple[Path, Path], chain: str, repeats: int, queue: multiprocessing.Queue) -> None:
+    """In a fresh process: median CPU seconds of evaluating one volume, and the peak extra resident memory."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    depth = nib.load(paths[0]).shape[2]
+    maps = {z: (rng.random((MODEL_SIZE, MODEL_SIZE), dtype=np.float32) ** 3).astype(np.float16) for z in range(depth)}
+    settings = CHAINS[chain].replace(brats_official=False)
+    baseline = _reset_peak()
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu, writing = [], []
+        for _ in range(repeats):
+            start = time.process_time()
+            image = read_volume(paths[0])
+            gt = read_ground_truth(paths[1], image)
+            result = finalise_volume(maps, image, gt, settings, val_threshold=0.5)
+            scores, labels = result.counted_voxels()
+            VoxelCurves(sync_on_compute=False).update(torch.from_numpy(scores), torch.from_numpy(labels))
+            cpu.append(time.process_time() - start)
+            start = time.process_time()
+            nib.save(nib.Nifti1Image(result.score, image.affine), Path(tmp) / "map.nii.gz")
+            nib.save(nib.Nifti1Image(result.pred.astype(np.uint8), image.affine), Path(tmp) / "pred.nii.gz")
+            writing.append(time.process_time() - start)
+            del image, gt, result, scores, labels
+        peak = _status_mib("VmHWM") - baseline
+    queue.put((float(np.median(cpu)), float(np.median(writing)), peak))
+
+
+def _cost_against_size(repeats: int) -> None:
+    """Print the per-volume CPU time and peak memory for both sizes and chains, and the ratios."""
+    context = multiprocessing.get_context("spawn")
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        scans = {shape: _scan(Path(tmp), shape, semi_axis=2.9) for shape in SIZES}  # ellipsoid brain, 17 % of voxels
+        fraction = float((read_volume(scans[SIZES[0]][0]).data > 0).mean())
+        for chain in CHAINS:
+            for shape in SIZES:
+                queue = context.Queue()
+                process = context.Process(target=_size_cost, args=(scans[shape], chain, repeats, queue))
+                process.start()
+                figures[chain, shape] = queue.get()
+                process.join()
+    voxels = np.prod(SIZES[1]) / np.prod(SIZES[0])
+    print(f"cost against size (CPU s per volume, median of {repeats}, 1 thread, brain = {fraction:.0%} of the voxels)")
+    for chain in CHAINS:
+        small, large = figures[chain, SIZES[0]], figures[chain, SIZES[1]]
+        print(
+            f"  {chain:8s} {SIZES[0]}: {small[0]:.3f} s (+{small[1]:.2f} s writing 2 NIfTI), peak extra "
+            f"{small[2]:.0f} MiB | {SIZES[1]}: {large[0]:.3f} s (+{large[1]:.2f} s writing), peak extra "
+            f"{large[2]:.0f} MiB | ratio {large[0] / small[0]:.2f}x for {voxels:.2f}x the voxels"
+        )
 
 
 def _batches(volume_id: str, paths: tuple[Path, Path], rng: np.random.Generator) -> list[MedSliceBatch]:
@@ -89,7 +176,11 @@ def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volumes", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the cost-against-size measurement")
     args = parser.parse_args()
+    _cost_against_size(args.repeats)
+    if args.volumes < 1:
+        return
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -65,6 +65,8 @@ from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
 from torchvision.transforms.v2 import Transform
 
 from anomalib_medclip.data.nifti import (
+    PLANE_AXES,
+    PLANES,
     Volume,
     affines_match,
     lesion_mask,
@@ -72,7 +74,13 @@ from anomalib_medclip.data.nifti import (
     read_label_map,
     read_volume,
 )
-from anomalib_medclip.data.volume_slices import NiftiSliceDataset, VolumeEvalLoadersMixin
+from anomalib_medclip.data.volume_slices import (
+    Channels,
+    NiftiSliceDataset,
+    VolumeEvalLoadersMixin,
+    check_channels,
+    describe_inputs,
+)
 
 __all__ = ["BraTS", "BraTSDataset", "make_brats_dataset", "split_subjects"]
 
@@ -264,16 +272,21 @@ def _check_labels(seg_path: Path, labels: np.ndarray, convention: _Convention) -
 
 @dataclass
 class _CaseScan:
-    """What building the table learns about one case: its per-slice columns and its image's emptiness."""
+    """What building the table learns about one case: its per-slice columns per plane and its image's emptiness."""
 
-    columns: dict[str, np.ndarray]
+    columns: dict[str, dict[str, np.ndarray]]
     image_empty: bool
     lesion_voxels: int
     tolerated_labels: list[int]
 
 
 def _case_slices(
-    image_path: Path, seg_path: Path, convention: _Convention, need_brain: bool, validate_image: bool
+    image_path: Path,
+    seg_path: Path,
+    convention: _Convention,
+    need_brain: bool,
+    validate_image: bool,
+    planes: tuple[str, ...] = ("axial",),
 ) -> _CaseScan:
     """Per-slice tumour (and optionally non-empty-image) flags of one case, with its label map and geometry checked.
 
@@ -289,10 +302,13 @@ def _case_slices(
     _check_grid(image_path, seg_path, seg)
     tolerated = _check_labels(seg_path, seg.data, convention)
     lesion = lesion_mask(seg.data)
-    columns = {"label_index": lesion.any(axis=(0, 1)).astype(int)}
     image = read_volume(image_path, check_finite=validate_image or need_brain).data
-    if need_brain:
-        columns["brain"] = (image != 0).any(axis=(0, 1))
+    columns = {}
+    for plane in planes:
+        others = tuple(axis for axis in range(3) if axis != PLANE_AXES[plane])
+        columns[plane] = {"label_index": lesion.any(axis=others).astype(int)}
+        if need_brain:
+            columns[plane]["brain"] = (image != 0).any(axis=others)
     return _CaseScan(columns, not image.any(), int(lesion.sum()), tolerated)
 
 
@@ -326,8 +342,9 @@ def select_slices(samples: pd.DataFrame, mode: SliceSelection, z_range: tuple[in
     if mode == "z_range" and z_range is None:
         msg = "slices='z_range' needs z_range=(first, stop) in canonical axial indices."
         raise ValueError(msg)
-    if z_range is not None:
-        keep &= samples.slice_index.between(z_range[0], z_range[1] - 1)
+    if z_range is not None:  # axial indices: the other planes' slices are kept
+        axial = samples.plane == "axial" if "plane" in samples.columns else keep
+        keep &= samples.slice_index.between(z_range[0], z_range[1] - 1) | ~axial
     if mode == "brain":
         keep &= samples.brain.astype(bool)
     elif mode == "lesion":
@@ -362,15 +379,40 @@ def _warn_tolerated_labels(cases: list[str]) -> None:
         )
 
 
-def _case_table(root: Path, modality: str, need_brain: bool, on_error: OnError) -> pd.DataFrame:
-    """One row per axial slice of every readable case (no split yet)."""
+def _check_sequences(image_path: Path, paths: list[Path]) -> None:
+    """Refuse an extra sequence that is missing or not on the reference sequence's grid (header only)."""
+    shape, affine = read_geometry(image_path)
+    for path in paths:
+        other_shape, other_affine = read_geometry(path)
+        if other_shape != shape or not affines_match(other_affine, affine):
+            msg = (
+                f"Sequence {path} is not on the grid of {image_path} (canonical shape {other_shape} vs {shape}, or "
+                "the affines differ by more than 1e-3 mm): channels='sequences' needs co-registered sequences. "
+                "Resample it onto the reference sequence, or choose other sequences."
+            )
+            raise ValueError(msg)
+
+
+def _case_table(
+    root: Path,
+    modality: str,
+    need_brain: bool,
+    on_error: OnError,
+    planes: tuple[str, ...] = ("axial",),
+    sequences: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """One row per slice (of each plane) of every readable case (no split yet)."""
     canonical = canonical_modality(modality)
     tables, empty, tolerated = [], [], []
     for volume_index, (convention, case) in enumerate(_find_cases(root)):
         image_path = _case_file(case, convention, convention.modalities[canonical])
         seg_path = _case_file(case, convention, "seg")
+        extra = [_case_file(case, convention, convention.modalities[canonical_modality(m)]) for m in sequences[1:]]
         try:
-            scan = _case_slices(image_path, seg_path, convention, need_brain, validate_image=on_error == "skip")
+            scan = _case_slices(
+                image_path, seg_path, convention, need_brain, validate_image=on_error == "skip", planes=planes
+            )
+            _check_sequences(image_path, extra)
         except (OSError, ValueError) as err:
             if on_error == "raise":
                 raise
@@ -380,12 +422,16 @@ def _case_table(root: Path, modality: str, need_brain: bool, on_error: OnError) 
             empty.append((case.name, scan.lesion_voxels))
         if scan.tolerated_labels:
             tolerated.append(case.name)
-        table = pd.DataFrame(scan.columns)
-        table["slice_index"] = np.arange(len(table))
-        table["image_path"], table["mask_path"] = str(image_path), str(seg_path)
-        table["volume_id"], table["volume_index"] = case.name, volume_index
-        table["subject"] = convention.subject(case.name)
-        tables.append(table)
+        for plane, columns in scan.columns.items():
+            table = pd.DataFrame(columns)
+            table["slice_index"] = np.arange(len(table))
+            table["plane"] = plane
+            table["image_path"], table["mask_path"] = str(image_path), str(seg_path)
+            table["volume_id"], table["volume_index"] = case.name, volume_index
+            table["subject"] = convention.subject(case.name)
+            if sequences:
+                table["channel_paths"] = [tuple(str(p) for p in (image_path, *extra))] * len(table)
+            tables.append(table)
     if not tables:
         msg = f"No readable BraTS case with modality {modality!r} in {root}."
         raise ValueError(msg)
@@ -406,7 +452,8 @@ def _check_z_range(samples: pd.DataFrame, z_range: tuple[int, int]) -> None:
     if first < 0 or stop <= first:
         msg = f"z_range={tuple(z_range)}; expected (first, stop) axial indices with 0 <= first < stop."
         raise ValueError(msg)
-    depths = samples.groupby("volume_id", sort=True).slice_index.max() + 1
+    axial = samples[samples.plane == "axial"] if "plane" in samples.columns else samples
+    depths = axial.groupby("volume_id", sort=True).slice_index.max() + 1
     if (depths <= first).all():
         msg = (
             f"z_range={tuple(z_range)} selects no slice: it starts past the last slice of every volume "
@@ -436,6 +483,8 @@ def make_brats_dataset(
     eval_slices: SliceSelection = "all",
     z_range: tuple[int, int] | None = None,
     on_error: OnError = "raise",
+    planes: list[str] | tuple[str, ...] = ("axial",),
+    sequences: list[str] | tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
     """Build the BraTS slice table.
 
@@ -452,28 +501,62 @@ def make_brats_dataset(
         on_error: ``"raise"`` on a missing/corrupt file, or a segmentation off its image's grid or outside the label
             convention, or ``"skip"`` the case with a warning (then every image is fully decoded and checked here,
             so that no case fails later). Duplicate case names always raise. Defaults to ``"raise"``.
+        planes: Slice planes of the val and test splits (any of ``axial``, ``coronal``, ``sagittal``); the train
+            split stays axial. Defaults to ``("axial",)``.
+        sequences: Three modalities whose same slice fills the three input channels (the first is the reference:
+            ``image_path``, brain mask, 3D evaluation); adds ``channel_paths``. Defaults to ``None`` (``modality``).
 
     Returns:
         One row per slice: ``image_path`` (volume), ``mask_path`` (seg), ``label_index``, ``volume_id``,
-        ``volume_index``, ``slice_index``, ``subject``, ``split``; ``attrs["task"] == "segmentation"``.
+        ``volume_index``, ``slice_index``, ``plane``, ``subject``, ``split``; ``attrs["task"] == "segmentation"``.
     """
     if on_error not in {"raise", "skip"}:
         msg = f"on_error={on_error!r}; expected 'raise' or 'skip'."
         raise ValueError(msg)
-    samples = _case_table(Path(root), modality, "brain" in {slices, eval_slices}, on_error)
+    planes = check_planes(planes)
+    sequences = check_sequences(sequences)
+    if sequences:
+        modality = sequences[0]
+    built = check_planes(("axial", *planes))  # training is always axial
+    samples = _case_table(Path(root), modality, "brain" in {slices, eval_slices}, on_error, built, sequences)
     if z_range is not None:
         _check_z_range(samples, z_range)
     assignment = split_subjects(sorted(set(samples.subject)), test_ratio, val_ratio, seed)
     samples["split"] = samples.subject.map(assignment)
+    is_train = samples.split == Split.TRAIN.value
+    samples = samples[(is_train & (samples.plane == "axial")) | (~is_train & samples.plane.isin(planes))]
     is_train = samples.split == Split.TRAIN.value
     samples = pd.concat(
         [select_slices(samples[is_train], slices, z_range), select_slices(samples[~is_train], eval_slices, z_range)]
     )
     if split is not None:
         samples = samples[samples.split == Split(split).value]
-    samples = samples.sort_values(["volume_index", "slice_index"], ignore_index=True)
+    order = samples.plane.map(PLANES.index)
+    samples = samples.assign(_order=order).sort_values(["volume_index", "_order", "slice_index"], ignore_index=True)
+    samples = samples.drop(columns="_order")
     samples.attrs["task"] = "segmentation"
     return samples
+
+
+def check_planes(planes: list[str] | tuple[str, ...] | str) -> tuple[str, ...]:
+    """Validated, de-duplicated slice planes in canonical order (``axial``, ``coronal``, ``sagittal``)."""
+    chosen = [planes] if isinstance(planes, str) else list(planes)
+    unknown = [p for p in chosen if p not in PLANES]
+    if unknown or not chosen:
+        msg = f"planes={chosen!r}; expected a non-empty subset of {list(PLANES)}."
+        raise ValueError(msg)
+    return tuple(p for p in PLANES if p in chosen)
+
+
+def check_sequences(sequences: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Three distinct modalities (either BraTS naming, any order) in BraTS 2023 names, or ``()`` for none."""
+    if not sequences:
+        return ()
+    names = tuple(canonical_modality(m) for m in sequences)
+    if len(names) != 3 or len(set(names)) != 3:
+        msg = f"sequences={list(sequences)!r}; expected three different modalities, e.g. [t2f, t1c, t2w]."
+        raise ValueError(msg)
+    return names
 
 
 class BraTSDataset(NiftiSliceDataset):
@@ -492,6 +575,9 @@ class BraTSDataset(NiftiSliceDataset):
         on_error: ``"raise"`` or ``"skip"`` unreadable cases. Defaults to ``"raise"``.
         augmentations: Joint image/mask augmentations. Defaults to ``None``.
         cache_size: Decoded volumes kept per worker. Defaults to ``4``.
+        planes: Val/test slice planes. Defaults to ``None`` (axial).
+        channels: ``repeat``, ``adjacent`` or ``sequences`` (see ``volume_slices``). Defaults to ``"repeat"``.
+        sequences: The three modalities of ``channels='sequences'``. Defaults to ``None``.
     """
 
     def __init__(
@@ -508,12 +594,17 @@ class BraTSDataset(NiftiSliceDataset):
         on_error: OnError = "raise",
         augmentations: Transform | None = None,
         cache_size: int = 4,
+        planes: list[str] | None = None,
+        channels: Channels = "repeat",
+        sequences: list[str] | None = None,
     ) -> None:
+        check_channels(channels, sequences)
         samples = make_brats_dataset(
-            root, modality, split, test_ratio, val_ratio, seed, slices, eval_slices, z_range, on_error
-        )
-        super().__init__(samples, augmentations=augmentations, cache_size=cache_size)
-        self.category = canonical_modality(modality)
+            root, modality, split, test_ratio, val_ratio, seed, slices, eval_slices, z_range, on_error,
+            planes or ("axial",), sequences,
+        )  # fmt: skip
+        super().__init__(samples, augmentations=augmentations, cache_size=cache_size, channels=channels)
+        self.category = canonical_modality(sequences[0] if sequences else modality)
 
 
 class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
@@ -540,6 +631,15 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
         test_augmentations: Test augmentations. Defaults to ``None``.
         augmentations: Augmentations for every split without its own. Defaults to ``None``.
         seed: Seed of the subject split. Defaults to ``0``.
+        planes: Slice planes served for validation and test (``[axial]``, or any subset of ``axial``, ``coronal``,
+            ``sagittal``: tri-planar inference, fused per voxel by the 3D evaluation); training stays axial.
+            Defaults to ``None`` (axial).
+        channels: What fills CLIP's three input channels: ``repeat`` (the slice, 3 times), ``adjacent`` (2.5D:
+            slices k-1, k, k+1, edges repeat) or ``sequences`` (the same slice of ``sequences``). Defaults to
+            ``"repeat"``.
+        sequences: Three modalities for ``channels='sequences'``, any order, either naming (e.g.
+            ``[t2f, t1c, t2w]``); the first is the reference (brain mask, 3D evaluation, overlays) and replaces
+            ``modality``. Defaults to ``None``.
     """
 
     def __init__(
@@ -561,7 +661,11 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
         test_augmentations: Transform | None = None,
         augmentations: Transform | None = None,
         seed: int = 0,
+        planes: list[str] | None = None,
+        channels: Channels = "repeat",
+        sequences: list[str] | None = None,
     ) -> None:
+        check_channels(channels, sequences)
         super().__init__(
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,
@@ -575,7 +679,10 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
             seed=seed,
         )
         self.root = Path(root)
-        self.modality = canonical_modality(modality)
+        self.planes = check_planes(planes or ("axial",))
+        self.channels = channels
+        self.sequences = check_sequences(sequences)
+        self.modality = self.sequences[0] if self.sequences else canonical_modality(modality)
         self.ratios = {Split.TEST: test_ratio, Split.VAL: val_ratio, Split.TRAIN: 1.0 - test_ratio - val_ratio}
         self.slices, self.eval_slices, self.z_range = slices, eval_slices, z_range
         self.cache_size = cache_size
@@ -586,6 +693,11 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
     def object_name(self) -> str:
         """Object phrase for text prompts."""
         return "brain MRI scan"
+
+    @property
+    def reference_channel(self) -> int:
+        """The input channel that shows the slice itself (the centre one for ``adjacent``): what overlays show."""
+        return 1 if self.channels == "adjacent" else 0
 
     def describe(self) -> dict[str, Any]:
         """What defines the data and its split in a report: absolute root, modality, ratios, seed, slice selection."""
@@ -598,6 +710,7 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
             "eval_slices": self.eval_slices,
             "z_range": self.z_range,
             "on_error": self.on_error,
+            **describe_inputs(self.planes, self.channels, self.sequences),
         }
 
     def _setup(self, _stage: str | None = None) -> None:
@@ -613,6 +726,8 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
             self.eval_slices,
             self.z_range,
             self.on_error,
+            self.planes,
+            self.sequences,
         )
         for split, ratio in self.ratios.items():
             part = samples[samples.split == split.value].copy()
@@ -620,7 +735,8 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
             if part.empty and ratio > 1e-9:
                 msg = f"The {split.value} split of {self.root} has no slices; add subjects or change the ratios."
                 raise ValueError(msg)
-            setattr(self, f"{split.value}_data", NiftiSliceDataset(part, cache_size=self.cache_size))
+            dataset = NiftiSliceDataset(part, cache_size=self.cache_size, channels=self.channels)
+            setattr(self, f"{split.value}_data", dataset)
 
     def _create_test_split(self) -> None:
         """Keep the subject-level test split (anomalib's ``split_by_label`` would reorder and copy it)."""

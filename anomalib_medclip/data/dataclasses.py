@@ -8,7 +8,8 @@ volume whatever order the loader used, and the brain mask of the slice:
 
 - ``volume_id``: the case identifier (e.g. ``BraTS-MET-00001-000``);
 - ``volume_index``: an integer code of the volume, stable within a datamodule (tensor states need integers);
-- ``slice_index``: the axial index ``z`` of the slice in the canonical (RAS) volume;
+- ``slice_index``: the index of the slice along its plane's axis in the canonical (RAS) volume (``z`` for axial);
+- ``plane``: ``axial`` (default), ``coronal`` or ``sagittal`` (tri-planar inference);
 - ``brain_mask``: the slice's brain voxels by :func:`~anomalib_medclip.data.nifti.brain_mask` of the source
   intensities, at the served (native) size and orientation, so that 2D metrics can count the same voxels as the 3D
   evaluation (the served image is scaled and, after the pre-processor, normalised: it no longer shows the rule).
@@ -44,6 +45,7 @@ class NumpyMedSliceItem(NumpyImageItem):
     volume_index: int | np.ndarray | None = None
     slice_index: int | np.ndarray | None = None
     brain_mask: np.ndarray | None = None
+    plane: str | None = None
 
 
 @dataclass
@@ -55,6 +57,7 @@ class NumpyMedSliceBatch(NumpyImageBatch):
     volume_index: np.ndarray | None = None
     slice_index: np.ndarray | None = None
     brain_mask: np.ndarray | None = None
+    plane: list[str] | None = None
 
 
 @dataclass
@@ -66,6 +69,7 @@ class MedSliceItem(ImageItem):
     volume_index: torch.Tensor | int | None = None
     slice_index: torch.Tensor | int | None = None
     brain_mask: torch.Tensor | None = None
+    plane: str | None = None
 
 
 @dataclass
@@ -78,3 +82,4 @@ class MedSliceBatch(ImageBatch):
     volume_index: torch.Tensor | None = None
     slice_index: torch.Tensor | None = None
     brain_mask: torch.Tensor | None = None
+    plane: list[str] | None = None

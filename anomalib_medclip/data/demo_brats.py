@@ -32,6 +32,7 @@ import numpy as np
 from nilearn import datasets as nilearn_datasets
 
 from anomalib_medclip.data.brats import BraTS, Modality, OnError, SliceSelection
+from anomalib_medclip.data.volume_slices import Channels
 
 __all__ = ["DemoBraTS", "generate_demo_brats"]
 
@@ -184,6 +185,9 @@ class DemoBraTS(BraTS):
         eval_slices: Val/test slice selection. Defaults to ``"all"``.
         on_error: ``"raise"`` or ``"skip"`` unreadable cases. Defaults to ``"raise"``.
         seed: Seed of the subject split. Defaults to ``0``.
+        planes: Val/test slice planes (see :class:`BraTS`). Defaults to ``None`` (axial).
+        channels: ``repeat``, ``adjacent`` or ``sequences`` (see :class:`BraTS`). Defaults to ``"repeat"``.
+        sequences: The three modalities of ``channels='sequences'``. Defaults to ``None``.
     """
 
     def __init__(
@@ -201,6 +205,9 @@ class DemoBraTS(BraTS):
         eval_slices: SliceSelection = "all",
         on_error: OnError = "raise",
         seed: int = 0,
+        planes: list[str] | None = None,
+        channels: Channels = "repeat",
+        sequences: list[str] | None = None,
     ) -> None:
         super().__init__(
             root=root,
@@ -214,6 +221,9 @@ class DemoBraTS(BraTS):
             eval_slices=eval_slices,
             on_error=on_error,
             seed=seed,
+            planes=planes,
+            channels=channels,
+            sequences=sequences,
         )
         self.n_subjects = n_subjects
         self.generation_seed = generation_seed

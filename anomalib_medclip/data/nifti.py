@@ -34,6 +34,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
@@ -42,12 +43,16 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 
 __all__ = [
     "AFFINE_ATOL",
+    "PLANES",
+    "PLANE_AXES",
     "NiftiSpace",
+    "Plane",
     "Volume",
     "affines_match",
     "brain_mask",
     "image_to_slice",
     "lesion_mask",
+    "plane_slice",
     "read_geometry",
     "read_label_map",
     "read_volume",
@@ -57,6 +62,11 @@ __all__ = [
 ]
 
 _RAS = axcodes2ornt(("R", "A", "S"))
+Plane = Literal["axial", "coronal", "sagittal"]
+PLANES: tuple[Plane, ...] = ("axial", "coronal", "sagittal")
+PLANE_AXES: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
+"""The canonical (RAS+) array axis each slice plane cuts: axial ``data[:, :, k]``, coronal ``data[:, k, :]``,
+sagittal ``data[k, :, :]``."""
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
 AFFINE_ATOL = 1e-3
 """Absolute tolerance (mm) of :func:`affines_match`: MONAI's ``monai.data.utils.AFFINE_TOL``, used the same way
@@ -333,6 +343,19 @@ def slice_to_image(slice_xy: np.ndarray) -> np.ndarray:
         Contiguous array of shape ``(Y, X, ...)``.
     """
     return np.ascontiguousarray(np.flip(np.swapaxes(slice_xy, 0, 1), axis=(0, 1)))
+
+
+def plane_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """Slice ``index`` of a canonical volume in ``plane``, as the (H, W) image a 2D model sees.
+
+    :func:`slice_to_image` of the plane's cut: axial (H, W) = (Y, X), anterior at the top, the patient's right on
+    the left; coronal (Z, X), superior at the top, right on the left; sagittal (Z, Y), superior at the top,
+    anterior on the left. Trailing axes of ``volume`` (e.g. channels) are kept.
+    """
+    if plane not in PLANE_AXES:
+        msg = f"Unknown slice plane {plane!r}; expected one of {list(PLANES)}."
+        raise ValueError(msg)
+    return slice_to_image(np.take(volume, index, axis=PLANE_AXES[plane]))
 
 
 def image_to_slice(image_hw: np.ndarray) -> np.ndarray:

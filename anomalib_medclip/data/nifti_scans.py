@@ -33,9 +33,15 @@ from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import LabelName, Split
 from torch.utils.data import DataLoader
 
-from anomalib_medclip.data.brats import MODALITY_ALIASES, Modality, canonical_modality
-from anomalib_medclip.data.nifti import read_geometry
-from anomalib_medclip.data.volume_slices import NiftiSliceDataset, VolumeEvalLoadersMixin
+from anomalib_medclip.data.brats import MODALITY_ALIASES, Modality, canonical_modality, check_planes
+from anomalib_medclip.data.nifti import PLANE_AXES, read_geometry
+from anomalib_medclip.data.volume_slices import (
+    Channels,
+    NiftiSliceDataset,
+    VolumeEvalLoadersMixin,
+    check_channels,
+    describe_inputs,
+)
 
 __all__ = ["NiftiScans", "make_nifti_scans_dataset"]
 
@@ -103,17 +109,20 @@ def _volume_ids(files: list[Path]) -> list[str]:
     return ids
 
 
-def make_nifti_scans_dataset(path: str | Path, modality: Modality | str | None = None) -> pd.DataFrame:
+def make_nifti_scans_dataset(
+    path: str | Path, modality: Modality | str | None = None, planes: list[str] | tuple[str, ...] = ("axial",)
+) -> pd.DataFrame:
     """Slice table of unlabelled scans (``label_index`` unknown, no ``mask_path``, split ``test``).
 
     Args:
         path: A NIfTI file or a folder of NIfTI files.
         modality: Keep only files named ``*-<modality>.nii[.gz]`` or ``*_<modality>.nii[.gz]`` (either BraTS
             naming). Defaults to ``None`` (every file except ``*seg*``).
+        planes: Slice planes to serve (tri-planar inference). Defaults to ``("axial",)``.
 
     Returns:
-        One row per axial slice with ``image_path``, ``mask_path`` (``""``), ``label_index``, ``volume_id``,
-        ``volume_index``, ``slice_index`` and ``split``.
+        One row per slice of each plane with ``image_path``, ``mask_path`` (``""``), ``label_index``, ``volume_id``,
+        ``volume_index``, ``slice_index``, ``plane`` and ``split``.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist or holds no matching NIfTI file.
@@ -140,9 +149,11 @@ def make_nifti_scans_dataset(path: str | Path, modality: Modality | str | None =
     for index, (file, volume_id) in enumerate(zip(files, _volume_ids(files), strict=True)):
         shape, _ = read_geometry(file)
         rows += [
-            (str(file), "", int(LabelName.UNKNOWN), volume_id, index, z, Split.TEST.value) for z in range(shape[2])
+            (str(file), "", int(LabelName.UNKNOWN), volume_id, index, k, plane, Split.TEST.value)
+            for plane in check_planes(planes)
+            for k in range(shape[PLANE_AXES[plane]])
         ]
-    columns = ["image_path", "mask_path", "label_index", "volume_id", "volume_index", "slice_index", "split"]
+    columns = ["image_path", "mask_path", "label_index", "volume_id", "volume_index", "slice_index", "plane", "split"]
     samples = pd.DataFrame(rows, columns=columns)
     samples.attrs["task"] = "segmentation"
     return samples
@@ -158,6 +169,9 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
         eval_batch_size: Batch size. Defaults to ``32``.
         num_workers: DataLoader workers. Defaults to ``2``.
         cache_size: Decoded volumes kept per worker. Defaults to ``4``.
+        planes: Slice planes to serve (see :class:`~anomalib_medclip.data.BraTS`). Defaults to ``None`` (axial).
+        channels: ``repeat`` or ``adjacent`` (2.5D); ``sequences`` needs labelled BraTS case folders. Defaults to
+            ``"repeat"``.
     """
 
     def __init__(
@@ -168,13 +182,29 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
         eval_batch_size: int = 32,
         num_workers: int = 2,
         cache_size: int = 4,
+        planes: list[str] | None = None,
+        channels: Channels = "repeat",
     ) -> None:
+        if channels == "sequences":
+            msg = (
+                "NiftiScans serves one file per volume, so channels='sequences' is not available; use 'repeat' or "
+                "'adjacent' (or BraTS case folders, which hold every sequence of a case)."
+            )
+            raise ValueError(msg)
+        check_channels(channels, None)
         super().__init__(train_batch_size=eval_batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
         self.path = Path(path)
         self.modality = canonical_modality(modality) if modality else None
         self._object_name = object_name
         self.cache_size = cache_size
+        self.planes = check_planes(planes or ("axial",))
+        self.channels = channels
         self.category = self.modality or "scans"
+
+    @property
+    def reference_channel(self) -> int:
+        """The input channel that shows the slice itself (the centre one for ``adjacent``)."""
+        return 1 if self.channels == "adjacent" else 0
 
     @property
     def object_name(self) -> str:
@@ -183,12 +213,17 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
 
     def describe(self) -> dict[str, Any]:
         """What defines the scans in a report: absolute path, modality filter, object phrase."""
-        return {"path": str(self.path.resolve()), "modality": self.modality, "object_name": self.object_name}
+        return {
+            "path": str(self.path.resolve()),
+            "modality": self.modality,
+            "object_name": self.object_name,
+            **describe_inputs(self.planes, self.channels),
+        }
 
     def _setup(self, _stage: str | None = None) -> None:
         """Build the slice table of every scan as the test (= predict) set."""
-        samples = make_nifti_scans_dataset(self.path, self.modality)
-        self.test_data = NiftiSliceDataset(samples, cache_size=self.cache_size)
+        samples = make_nifti_scans_dataset(self.path, self.modality, self.planes)
+        self.test_data = NiftiSliceDataset(samples, cache_size=self.cache_size, channels=self.channels)
 
     def _create_test_split(self) -> None:
         """Serve every scan as it is (there are no labels to split by)."""

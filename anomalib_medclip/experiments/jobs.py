@@ -215,9 +215,7 @@ class GridJob(Job):
     def _record(self, cell: Cell, **fields: Any) -> dict[str, Any]:
         record = {
             "cell": cell.id,
-            "model": cell.model,
-            "setup": cell.setup,
-            "task": cell.task,
+            **cell.coordinates,
             "seed": cell.seed,
             "config_hash": cell.config_hash,
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),

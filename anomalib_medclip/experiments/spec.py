@@ -12,11 +12,14 @@ A grid file (see ``configs/*/grid.yaml`` and ``configs/README.md``) has these ke
 - ``setups``: named layers with ``tasks`` (``"X"``: test on X; ``"X->Y"``: fit on X, test on Y), ``fit``
   (whether a plain ``"X"`` task first fits on X), optional ``models`` (subset), ``calibrate`` and ``per_model``
   (layers for single models);
-- ``table``: ``rows`` and ``columns`` (each a list out of ``model``, ``setup``, ``task``), ``metrics``
-  (display name -> result key) and ``scale``.
+- ``axes`` (optional): further grid axes, each named values that are layers, e.g. ``planes: {axial: {},
+  tri-planar: {data: {init_args: {planes: [axial, coronal, sagittal]}}}}`` or ``channels`` / ``chain``; every cell
+  is repeated for each combination of the axes' values (``Cell.variant``), which join the cell id and folder;
+- ``table``: ``rows`` and ``columns`` (each a list out of ``model``, ``setup``, ``task`` and the axis names),
+  ``metrics`` (display name -> result key) and ``scale``.
 
-Layers are deep-merged in the order defaults, model, setup, setup's ``per_model`` entry (for data: defaults,
-dataset, model, setup, ``per_model``). The cell's seed is
+Layers are deep-merged in the order defaults, model, setup, setup's ``per_model`` entry, then the axes' values in
+axis order (for data: defaults, dataset, model, setup, ``per_model``, axes). The cell's seed is
 written into ``model.init_args.seed`` (every model of the package takes one) and given to ``seed_everything``.
 
 Example:
@@ -33,6 +36,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import hashlib
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -123,6 +127,7 @@ class Cell:
         calibrate: where thresholds and normalisation come from when the tested data differ from the training
             data: ``"test"`` (validation split of the tested data, as for zero-shot cells) or ``"train"``
             (the checkpoint's, learnt on the training data's validation split).
+        variant: ``(axis, value)`` pairs of the grid's extra ``axes`` (empty without them).
     """
 
     model: str
@@ -134,16 +139,27 @@ class Cell:
     train_data: dict[str, Any] | None = field(repr=False)
     trainer: dict[str, Any] = field(repr=False)
     calibrate: Calibration = "test"
+    variant: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def _variant_label(self) -> tuple[str, ...]:
+        return ("+".join(value for _, value in self.variant),) if self.variant else ()
 
     @property
     def id(self) -> str:
-        """``model/setup/task/seedN``, unique within a grid."""
-        return f"{self.model}/{self.setup}/{self.task}/seed{self.seed}"
+        """``model/setup/task[/axis values]/seedN``, unique within a grid."""
+        return "/".join((self.model, self.setup, self.task, *self._variant_label, f"seed{self.seed}"))
 
     @property
     def dirname(self) -> str:
         """Folder name of the cell's outputs."""
-        return "__".join(_slug(part) for part in (self.model, self.setup, self.task, f"seed{self.seed}"))
+        parts = (self.model, self.setup, self.task, *self._variant_label, f"seed{self.seed}")
+        return "__".join(_slug(part) for part in parts)
+
+    @property
+    def coordinates(self) -> dict[str, str]:
+        """The cell's row keys: model, setup, task and each axis value (what tables group by)."""
+        return {"model": self.model, "setup": self.setup, "task": self.task, **dict(self.variant)}
 
     @property
     def train_name(self) -> str | None:
@@ -167,7 +183,8 @@ class Cell:
         """Folder name shared by every cell that needs the same fit (``None`` for test-only cells)."""
         if self.train_data is None:
             return None
-        return "__".join(_slug(part) for part in (self.model, self.setup, self.train_name or "", f"seed{self.seed}"))
+        parts = (self.model, self.setup, self.train_name or "", *self._variant_label, f"seed{self.seed}")
+        return "__".join(_slug(part) for part in parts)
 
     @property
     def fit_hash(self) -> str | None:
@@ -210,10 +227,20 @@ class GridSpec:
                 raise ValueError(msg)
         for name, setup in raw["setups"].items():
             _check_setup(name, setup, raw, where)
+        axes = raw.get("axes") or {}
+        for axis, values in axes.items():
+            bad = [v for v, layer in (values or {}).items() if set(layer or {}) - _LAYER_KEYS]
+            if axis in TABLE_KEYS or not values or bad:
+                msg = (
+                    f"Axis '{axis}' of the {where} must be a new name (not {TABLE_KEYS}) with named values, each a "
+                    f"layer of {sorted(_LAYER_KEYS)} settings (value(s) {bad} have other keys)."
+                )
+                raise ValueError(msg)
         table = raw.get("table", {})
-        unknown = (set(table.get("rows", [])) | set(table.get("columns", []))) - set(TABLE_KEYS)
+        known = (*TABLE_KEYS, *axes)
+        unknown = (set(table.get("rows", [])) | set(table.get("columns", []))) - set(known)
         if unknown:
-            msg = f"table rows/columns of the {where} use {sorted(unknown)}; expected names out of {TABLE_KEYS}."
+            msg = f"table rows/columns of the {where} use {sorted(unknown)}; expected names out of {known}."
             raise ValueError(msg)
         return cls(study=str(raw["study"]), raw=raw, path=path)
 
@@ -245,14 +272,23 @@ class GridSpec:
             "scale": float(table.get("scale", 100)),
         }
 
-    def _layers(self, model: str, setup: str) -> list[dict[str, Any]]:
+    @property
+    def axes(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The extra grid axes: per axis, its values' layers (empty without ``axes``)."""
+        return {
+            axis: {name: layer or {} for name, layer in values.items()}
+            for axis, values in self.raw.get("axes", {}).items()
+        }
+
+    def _layers(self, model: str, setup: str, variant: tuple[tuple[str, str], ...] = ()) -> list[dict[str, Any]]:
         setup_cfg = self.raw["setups"][setup]
         layers = [self.raw.get("defaults", {}), self.raw["models"][model], setup_cfg]
         layers.append(setup_cfg.get("per_model", {}).get(model, {}))
+        layers += [self.axes[axis][value] for axis, value in variant]
         return [{key: value for key, value in layer.items() if key in _LAYER_KEYS} for layer in layers]
 
-    def _cell(self, model: str, setup: str, task: str, seed: int) -> Cell:
-        layers = self._layers(model, setup)
+    def _cell(self, model: str, setup: str, task: str, seed: int, variant: tuple[tuple[str, str], ...] = ()) -> Cell:
+        layers = self._layers(model, setup, variant)
         merged: dict[str, Any] = {}
         for layer in layers:
             merged = deep_merge(merged, layer)
@@ -281,16 +317,19 @@ class GridSpec:
             train_data=data(names[0]) if fits else None,
             trainer=merged.get("trainer", {}),
             calibrate=setup_cfg.get("calibrate", "test"),
+            variant=variant,
         )
 
     def cells(self, seeds: list[int] | None = None, patterns: list[str] | None = None) -> list[Cell]:
-        """All cells in grid order (setup, model, task, seed), optionally only those whose id matches a glob."""
+        """All cells in grid order (setup, model, task, axis values, seed), optionally those whose id matches a glob."""
+        variants = [tuple(zip(self.axes, values, strict=True)) for values in itertools.product(*self.axes.values())]
         cells = []
         for setup, setup_cfg in self.raw["setups"].items():
             for model in setup_cfg.get("models", list(self.raw["models"])):
                 for task in setup_cfg["tasks"]:
-                    for seed in seeds if seeds is not None else self.seeds:
-                        cells.append(self._cell(model, setup, str(task), int(seed)))
+                    for variant in variants:
+                        for seed in seeds if seeds is not None else self.seeds:
+                            cells.append(self._cell(model, setup, str(task), int(seed), variant))
         if patterns:
             cells = [cell for cell in cells if any(fnmatch.fnmatchcase(cell.id, p) for p in patterns)]
         return cells

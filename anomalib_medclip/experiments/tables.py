@@ -36,9 +36,7 @@ def cell_records(cells: list[Cell], root: Path) -> pd.DataFrame:
         result = read_result(root, cell) if state in {"ok", "failed"} else None
         row: dict[str, Any] = {
             "cell": cell.id,
-            "model": cell.model,
-            "setup": cell.setup,
-            "task": cell.task,
+            **cell.coordinates,
             "seed": cell.seed,
             "status": state,
             "error": (result or {}).get("error"),

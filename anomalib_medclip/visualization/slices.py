@@ -77,7 +77,11 @@ class SliceVisualizer(ImageVisualizer):
         if samples is None or not {"volume_id", "slice_index", "label_index"} <= set(samples.columns):
             return {}
         plan: dict[str, set[int]] = {}
-        for volume_id, rows in samples.sort_values("slice_index", kind="stable").groupby("volume_id", sort=False):
+        keys = samples.volume_id.astype(str)
+        if "plane" in samples.columns:  # a volume's other planes are rendered under their own key
+            keys = keys.where(samples.plane == "axial", keys + "_" + samples.plane.astype(str))
+        ordered = samples.assign(_key=keys).sort_values("slice_index", kind="stable")
+        for volume_id, rows in ordered.groupby("_key", sort=False):
             if (rows.label_index != LabelName.UNKNOWN).all():
                 lesion = rows.label_index == LabelName.ABNORMAL
                 plan[str(volume_id)] = {
@@ -91,8 +95,12 @@ class SliceVisualizer(ImageVisualizer):
         output_dir = self._dir or Path(self.output_dir or Path(trainer.default_root_dir) / "images")
         output_dir.mkdir(parents=True, exist_ok=True)
         stats = _normalize_stats(pl_module)
+        channel = getattr(getattr(trainer, "datamodule", None), "reference_channel", None)
+        planes = getattr(batch, "plane", None)
         for index, item in enumerate(batch):
             volume_id, z = batch.volume_id[index], int(batch.slice_index[index])
+            if planes and planes[index] != "axial":  # e.g. case_coronal_z040.png
+                volume_id = f"{volume_id}_{planes[index]}"
             label = item.gt_label if item.gt_label is not None else item.pred_label
             if volume_id in self._plan:
                 if z not in self._plan[volume_id]:
@@ -101,6 +109,8 @@ class SliceVisualizer(ImageVisualizer):
                 continue
             image = item.image.detach().float().cpu()
             image = (image * stats[1] + stats[0]).clamp(0, 1) if stats is not None else image.clamp(0, 1)
+            if channel is not None:  # 2.5D / multi-sequence input: show the slice itself (centre / reference)
+                image = image[channel : channel + 1].expand(3, -1, -1)
             fields = {f: getattr(item, f) for f in ("gt_mask", "anomaly_map", "pred_mask", "gt_label", "pred_label")}
             plain = ImageItem(image=image, pred_score=item.pred_score, **fields)
             rendered = visualize_image_item(

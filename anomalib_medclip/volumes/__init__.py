@@ -16,11 +16,20 @@ See ``anomalib_medclip/volumes/README.md`` for the rules (normalisation, brain m
 from anomalib_medclip.volumes.anomalib_metrics import VolumeStat, volume_metrics
 from anomalib_medclip.volumes.buffer import BufferedVolume, SliceBuffer
 from anomalib_medclip.volumes.evaluator import VolumeEvaluator
-from anomalib_medclip.volumes.finalise import VolumeResult, finalise_volume, oracle_threshold, read_ground_truth
+from anomalib_medclip.volumes.finalise import (
+    DiceCurve,
+    VolumeResult,
+    finalise_volume,
+    oracle_threshold,
+    read_ground_truth,
+)
 from anomalib_medclip.volumes.metrics import VolumeScores, VoxelCurves, dice_2d_mean, hd95, volume_scores
 from anomalib_medclip.volumes.reports import VolumeReport
 from anomalib_medclip.volumes.settings import EvaluationSettings, ThresholdPolicy
 from anomalib_medclip.volumes.stacking import (
+    erode_brain,
+    fuse_planes,
+    median_filter_at,
     postprocess_volume,
     remove_small_components,
     stack_slices,
@@ -29,6 +38,7 @@ from anomalib_medclip.volumes.stacking import (
 
 __all__ = [
     "BufferedVolume",
+    "DiceCurve",
     "EvaluationSettings",
     "SliceBuffer",
     "ThresholdPolicy",
@@ -39,8 +49,11 @@ __all__ = [
     "VolumeStat",
     "VoxelCurves",
     "dice_2d_mean",
+    "erode_brain",
     "finalise_volume",
+    "fuse_planes",
     "hd95",
+    "median_filter_at",
     "oracle_threshold",
     "postprocess_volume",
     "read_ground_truth",

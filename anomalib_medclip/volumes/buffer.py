@@ -33,23 +33,49 @@ class BufferedVolume:
     """The slices of one volume received so far.
 
     Attributes:
-        maps: Anomaly map per ``slice_index`` (served orientation, model resolution, float16).
-        scores: Slice score per ``slice_index`` (empty when the batches had no ``pred_score``).
+        maps: Anomaly map per ``slice_index`` of the axial slices (served orientation, model resolution, float16).
+        scores: Slice score per ``slice_index`` of the axial slices (empty when the batches had no ``pred_score``).
         image_path: The source scan.
         mask_path: Its segmentation, or ``None`` (unlabelled scans).
+        plane_maps: The same as ``maps`` for the coronal and sagittal slices, per plane (tri-planar inference).
+        plane_scores: The same as ``scores`` for the coronal and sagittal slices, per plane.
     """
 
     maps: dict[int, np.ndarray] = field(default_factory=dict)
     scores: dict[int, float] = field(default_factory=dict)
     image_path: str | None = None
     mask_path: str | None = None
+    plane_maps: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    plane_scores: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def merge(self, other: BufferedVolume) -> None:
         """Add another process's slices of the same volume (a slice present in both counts once)."""
         self.maps.update(other.maps)
         self.scores.update(other.scores)
+        for plane, maps in other.plane_maps.items():
+            self.plane_maps.setdefault(plane, {}).update(maps)
+        for plane, scores in other.plane_scores.items():
+            self.plane_scores.setdefault(plane, {}).update(scores)
         self.image_path = other.image_path or self.image_path
         self.mask_path = other.mask_path or self.mask_path
+
+    def __len__(self) -> int:
+        """Slices held, all planes."""
+        return len(self.maps) + sum(len(maps) for maps in self.plane_maps.values())
+
+    def by_plane(self) -> dict[str, dict[int, np.ndarray]]:
+        """Maps per served plane (``{"axial": maps}`` for axial-only data), what ``finalise_volume`` takes."""
+        return {**({"axial": self.maps} if self.maps else {}), **self.plane_maps}
+
+    def all_scores(self) -> list[float]:
+        """Every slice score, all planes."""
+        return [*self.scores.values(), *(v for scores in self.plane_scores.values() for v in scores.values())]
+
+    def slot(self, plane: str) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+        """Where the maps and scores of a plane's slices go."""
+        if plane == "axial":
+            return self.maps, self.scores
+        return self.plane_maps.setdefault(plane, {}), self.plane_scores.setdefault(plane, {})
 
 
 class SliceBuffer:
@@ -74,17 +100,19 @@ class SliceBuffer:
             return []
         maps = batch.anomaly_map.detach().float().cpu().reshape(len(batch.volume_id), *batch.anomaly_map.shape[-2:])
         scores = batch.pred_score.detach().float().cpu() if batch.pred_score is not None else None
+        planes = getattr(batch, "plane", None) or ["axial"] * len(batch.volume_id)
         completed = []
         for index, volume_id in enumerate(batch.volume_id):
             if volume_id in self._done:  # a repeated slice (padding of a DistributedSampler) of a finished volume
                 continue
             volume, z = self._volumes[volume_id], int(batch.slice_index[index])
-            volume.maps[z] = maps[index].numpy().astype(np.float16)
+            plane_maps, plane_scores = volume.slot(planes[index])
+            plane_maps[z] = maps[index].numpy().astype(np.float16)
             if scores is not None:
-                volume.scores[z] = float(scores[index])
+                plane_scores[z] = float(scores[index])
             volume.image_path = batch.image_path[index]
             volume.mask_path = batch.mask_path[index] if batch.mask_path else None
-            if len(volume.maps) == self._expected.get(volume_id, -1):
+            if len(volume) == self._expected.get(volume_id, -1):
                 completed.append(volume_id)
         return completed
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.metrics import compute_confusion_matrix_metric, compute_hausdorff_distance, get_confusion_matrix
+from monai.metrics import compute_confusion_matrix_metric, compute_hausdorff_distance
 from torchmetrics.classification import BinaryAUROC
 
 __all__ = ["VolumeScores", "VoxelCurves", "dice_2d_mean", "hd95", "volume_scores"]
@@ -53,22 +53,23 @@ def volume_scores(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray | None =
         shapes = (pred.shape, gt.shape, None if counted is None else counted.shape)
         msg = f"Prediction, ground truth and counted-voxel masks must have one shape, got {shapes}."
         raise ValueError(msg)
-    keep = np.ones(gt.shape, bool) if counted is None else counted.astype(bool)
-    y_pred = torch.from_numpy(pred[keep].astype(np.float32)).view(1, 1, -1)
-    y = torch.from_numpy(gt[keep].astype(np.float32)).view(1, 1, -1)
-    matrix = get_confusion_matrix(y_pred, y, include_background=True)
+    keep = np.ones(gt.shape, bool) if counted is None else counted.astype(bool, copy=False)
+    # MONAI's confusion matrix [TP, FP, TN, FN] (get_confusion_matrix's layout), counted without copying the voxels
+    predicted, lesion = pred & keep, gt & keep
+    tp, n_pred, n_gt = (int(np.count_nonzero(a)) for a in (predicted & lesion, predicted, lesion))
+    fp, fn = n_pred - tp, n_gt - tp
+    matrix = torch.tensor([[[tp, fp, int(np.count_nonzero(keep)) - tp - fp - fn, fn]]], dtype=torch.float64)
     values = {
         name: float(compute_confusion_matrix_metric(name, matrix).item())
         for name in ("f1 score", "sensitivity", "specificity", "precision")
     }
-    lesion = int(y.sum())
     return VolumeScores(
-        dice=values["f1 score"] if lesion else float("nan"),
+        dice=values["f1 score"] if n_gt else float("nan"),
         sensitivity=values["sensitivity"],
         specificity=values["specificity"],
         ppv=values["precision"],
-        lesion_voxels=lesion,
-        predicted_voxels=int(y_pred.sum()),
+        lesion_voxels=n_gt,
+        predicted_voxels=n_pred,
     )
 
 
@@ -78,11 +79,12 @@ def dice_2d_mean(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray | None = 
     Returns:
         The mean (NaN if no slice has a lesion) and the per-slice Dice ``(Z,)`` (NaN for lesion-free slices).
     """
-    keep = np.ones(gt.shape, bool) if counted is None else counted.astype(bool)
-    p, g = (pred & keep).reshape(-1, pred.shape[-1]), (gt & keep).reshape(-1, gt.shape[-1])
-    inter, size = (p & g).sum(0), p.sum(0) + g.sum(0)
-    per_slice = np.where(g.any(0), 2 * inter / np.maximum(size, 1), np.nan)
-    return (float(np.nanmean(per_slice)) if g.any() else float("nan")), per_slice
+    keep = np.ones(gt.shape, bool) if counted is None else counted.astype(bool, copy=False)
+    p, g = pred & keep, gt & keep
+    axes = tuple(range(gt.ndim - 1))
+    inter, n_pred, n_gt = (np.count_nonzero(a, axis=axes) for a in (p & g, p, g))
+    per_slice = np.where(n_gt > 0, 2 * inter / np.maximum(n_pred + n_gt, 1), np.nan)
+    return (float(np.nanmean(per_slice)) if n_gt.any() else float("nan")), per_slice
 
 
 def hd95(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...]) -> float:
@@ -118,9 +120,12 @@ class VoxelCurves(BinaryAUROC):
         """Add voxels: scores and binary labels of the same shape."""
         scores = torch.as_tensor(preds).to(self.thresholds).reshape(-1).clamp(0, 1)
         labels = torch.as_tensor(target).reshape(-1).bool().to(scores.device)
-        bins = torch.searchsorted(self.thresholds, scores, right=True) - 1  # last threshold <= score
-        size = len(self.thresholds)
-        histograms = [torch.bincount(bins[mask], minlength=size) for mask in (~labels, labels)]
+        size, thresholds = len(self.thresholds), self.thresholds
+        # last threshold <= score (searchsorted's answer): the evenly spaced grid gives it up to one step, corrected
+        bins = (scores * (size - 1)).long().clamp_(0, size - 1)
+        bins -= (thresholds[bins] > scores).long()
+        bins += ((bins < size - 1) & (thresholds[(bins + 1).clamp_(max=size - 1)] <= scores)).long()
+        histograms = torch.bincount(bins + size * labels.long(), minlength=2 * size).view(2, size)
         for truth, histogram in enumerate(histograms):  # truth 0 = negative, 1 = positive voxels
             above = histogram.flip(0).cumsum(0).flip(0)  # voxels with score >= threshold k
             self.confmat[:, truth, 1] += above

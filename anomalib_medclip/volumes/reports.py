@@ -47,6 +47,21 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
+def chain_description(settings: EvaluationSettings) -> list[str]:
+    """The post-processing steps that apply, in order (an empty list: plain stacking)."""
+    steps = [f"3D Gaussian smoothing, sigma {settings.smoothing_sigma} voxels"] if settings.smoothing_sigma else []
+    if settings.brain_erosion not in (0, "0"):
+        rule = " (slice height // 25)" if settings.brain_erosion == "auto" else ""
+        steps.append(f"slice-wise brain-mask erosion, {settings.brain_erosion} iterations{rule}")
+    if settings.median_kernel > 1:
+        steps.append(f"3D median filter, kernel {settings.median_kernel}")
+    if settings.threshold_policy == "val_dice":
+        steps.append("threshold: best pooled Dice of the validation volumes (0.01 grid)")
+    if settings.min_component_voxels:
+        steps.append(f"remove 26-connected components under {settings.min_component_voxels} voxels")
+    return steps
+
+
 def _mean_std(values: pd.Series) -> dict[str, float | int]:
     """Mean and population std over the defined (non-NaN) values, and how many there were."""
     return {"mean": float(values.mean()), "std": float(values.std(ddof=0)), "n": int(values.notna().sum())}
@@ -97,7 +112,8 @@ class VolumeReport:
         if not result.counted.any():
             logger.warning("Volume %s: %s (%s).", volume_id, row["note"], mask_path)
         self._rows.append(row)
-        self._curves.update(torch.from_numpy(result.score[result.counted]), torch.from_numpy(result.gt[result.counted]))
+        scores, labels = result.counted_voxels()
+        self._curves.update(torch.from_numpy(scores), torch.from_numpy(labels))
         for z in np.flatnonzero(~np.isnan(result.slice_dice)):
             self._slices.append(
                 {
@@ -108,11 +124,11 @@ class VolumeReport:
                 }
             )
 
-    def write_scan_report(self, volume_id: str, slice_scores: dict[int, float], result: VolumeResult) -> Path:
-        """``<volume_id>.json`` for an unlabelled scan."""
+    def write_scan_report(self, volume_id: str, slice_scores: list[float], result: VolumeResult) -> Path:
+        """``<volume_id>.json`` for an unlabelled scan (``slice_scores``: of every served slice, all planes)."""
         report = {
             "volume_id": volume_id,
-            "max_slice_score": max(slice_scores.values()) if slice_scores else None,
+            "max_slice_score": max(slice_scores) if slice_scores else None,
             "anomalous_volume_ml": result.predicted_ml,
             "slices_flagged": [int(z) for z in np.flatnonzero(result.pred.any(axis=(0, 1)))],
             "threshold": result.threshold,
@@ -124,17 +140,28 @@ class VolumeReport:
         """Per-volume rows sorted by ``volume_id``: the same table whatever order (or process) finished them."""
         return pd.DataFrame(self._rows).sort_values("volume_id", kind="stable", ignore_index=True)
 
-    def summary(self, model: dict[str, Any], data: dict[str, Any]) -> dict[str, Any] | None:
+    def summary(
+        self, model: dict[str, Any], data: dict[str, Any], val_threshold: float | None = None
+    ) -> dict[str, Any] | None:
         """``summary.json``'s content, with the model's and datamodule's descriptions; ``None`` without volumes."""
         if not self._rows:
             return None
-        table, settings = self.table(), self.settings
-        oracle = settings.threshold_policy == "oracle"
+        table, settings = self.table(), self.settings.chain()
+        threshold: float | str = settings.base_threshold
+        if settings.threshold_policy == "oracle":
+            threshold = "per volume (oracle upper bound)"
+        elif settings.threshold_policy == "val_dice":
+            threshold = val_threshold
         return {
             **{f"volume_{stat}": _mean_std(table[stat]) for stat in STATS},
             **{key: float(value) for key, value in self._curves.compute().items()},
             "threshold_policy": settings.threshold_policy,
-            "threshold": "per volume (oracle upper bound)" if oracle else settings.base_threshold,
+            "threshold": threshold,
+            "planes": list(data.get("planes", ["axial"])),
+            "fusion": settings.fusion if len(data.get("planes", ["axial"])) > 1 else "none (one plane)",
+            "channels": data.get("channels", "repeat"),
+            "postprocess": self.settings.postprocess,
+            "chain": chain_description(settings),
             "normalisation": NORMALISATION,
             "voxels_counted": "inside the brain (source intensity > 0)" if settings.brain_only else "all voxels",
             "empty_ground_truth": "excluded from Dice, counted in specificity",

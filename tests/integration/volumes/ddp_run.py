@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Script for ``test_ddp.py``: ``anomalib``'s ``Engine.test`` of a tiny VanillaCLIP on a BraTS tree.
 
-``python ddp_run.py DATA OUT DEVICES [PRECISION]``. With ``DEVICES > 1`` it runs Lightning's ``ddp`` strategy on CPU
-(gloo), whose launcher starts the other ranks by re-running this script. Rank 0 writes the logged results to
-``OUT/results.json``.
+``python ddp_run.py DATA OUT DEVICES [PRECISION [VARIANT]]``; ``VARIANT`` ``tri-planar-uad`` serves the three planes
+and evaluates with the UAD chain (its val_dice threshold learnt on validation, under DDP too). With ``DEVICES > 1``
+it runs Lightning's ``ddp`` strategy on CPU (gloo), whose launcher starts the other ranks by re-running this script.
+Rank 0 writes the logged results to ``OUT/results.json``.
 """
 
 from __future__ import annotations
@@ -19,15 +20,18 @@ from anomalib.metrics import Evaluator
 
 from anomalib_medclip.data import BraTS
 from anomalib_medclip.models import VanillaCLIP
-from anomalib_medclip.volumes import volume_metrics
+from anomalib_medclip.volumes import VolumeEvaluator, volume_metrics
 
 
-def main(data: str, out: str, devices: int, precision: str = "32-true") -> None:
+def main(data: str, out: str, devices: int, precision: str = "32-true", variant: str = "axial") -> None:
     """Test the model on ``data`` with ``devices`` CPU processes; results under ``out``."""
     torch.set_num_threads(1)  # the same arithmetic in every process and in the single-process reference
     evaluator = Evaluator(test_metrics=[*VanillaCLIP.configure_evaluator().test_metrics, *volume_metrics()])
-    model = VanillaCLIP("ViT-tiny-test", None, image_size=32, evaluator=evaluator)
-    datamodule = BraTS(data, eval_batch_size=3, num_workers=0, test_ratio=0.5, val_ratio=0.25)
+    tri = variant == "tri-planar-uad"
+    volume_evaluator = VolumeEvaluator(postprocess="uad", brain_erosion=1) if tri else True
+    model = VanillaCLIP("ViT-tiny-test", None, image_size=32, evaluator=evaluator, volume_evaluator=volume_evaluator)
+    planes = ["axial", "coronal", "sagittal"] if tri else None
+    datamodule = BraTS(data, eval_batch_size=3, num_workers=0, test_ratio=0.5, val_ratio=0.25, planes=planes)
     engine = Engine(
         accelerator="cpu",
         devices=devices,

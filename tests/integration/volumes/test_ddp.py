@@ -65,24 +65,25 @@ def _approx_equal(a: object, b: object) -> None:
         assert a == b
 
 
-def _run_here(data: Path, out: Path, precision: str = "32-true") -> None:
+def _run_here(data: Path, out: Path, precision: str = "32-true", variant: str = "axial") -> None:
     """The runner's single-process test in this process (its thread setting undone afterwards)."""
     spec = importlib.util.spec_from_file_location("ddp_run", RUNNER)
     runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runner)
     threads = torch.get_num_threads()
     try:
-        runner.main(str(data), str(out), 1, precision)
+        runner.main(str(data), str(out), 1, precision, variant)
     finally:
         torch.set_num_threads(threads)
 
 
-def test_two_processes_equal_one(tmp_path: Path) -> None:
+def _two_processes_equal_one(tmp_path: Path, variant: str = "axial") -> dict[str, Path]:
+    """Run the single-process and the two-process test; every output file must agree. Returns the first's files."""
     data = _tree(tmp_path / "brats")
-    _run_here(data, tmp_path / "one")
+    _run_here(data, tmp_path / "one", variant=variant)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])}
     done = subprocess.run(
-        [sys.executable, str(RUNNER), str(data), str(tmp_path / "two"), "2"],
+        [sys.executable, str(RUNNER), str(data), str(tmp_path / "two"), "2", "32-true", variant],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -102,7 +103,12 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
         assert a.get_data_dtype() == b.get_data_dtype()
         assert np.array_equal(a.affine, b.affine)
         np.testing.assert_allclose(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj), atol=1e-6)
+    return one
 
+
+def test_two_processes_equal_one(tmp_path: Path) -> None:
+    _two_processes_equal_one(tmp_path)
+    data = tmp_path / "brats"
     from anomalib_medclip.data import BraTS
 
     datamodule = BraTS(data, eval_batch_size=3, num_workers=0, test_ratio=0.5, val_ratio=0.25)
@@ -110,6 +116,15 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
     samples = datamodule.test_data.samples
     held = [{samples.volume_id[i] for b in _batches(samples, rank) for i in b} for rank in range(2)]
     assert held[0] & held[1], "a test volume was split between the two processes"
+
+
+def test_tri_planar_uad_two_processes_equal_one(tmp_path: Path) -> None:
+    """Every plane of a volume regrouped on rank 0, and the val_dice threshold learnt under DDP, as in one process."""
+    one = _two_processes_equal_one(tmp_path, "tri-planar-uad")
+    summary = json.loads(one["volumes/summary.json"].read_text())
+    assert summary["planes"] == ["axial", "coronal", "sagittal"]
+    assert summary["threshold_policy"] == "val_dice"
+    assert isinstance(summary["threshold"], float)
 
 
 def test_bf16_mixed_through_the_volume_pipeline(tmp_path: Path) -> None:

@@ -49,16 +49,27 @@ def test_dry_run_lists_every_cell_of_the_cross_modal_table(capsys: pytest.Captur
 def test_dry_run_lists_every_cell_of_the_brats_met_table(capsys: pytest.CaptureFixture) -> None:
     rows = _dry_run_cells(capsys, CONFIGS / "brats_met" / "grid.yaml")
     baselines = ("AdaCLIP", "AnoVL", "AnomalyCLIP", "VAND")
-    setups = ("Industrial", "Finetune", "Brats", "PMC", "BiomedCLIP")
-    expected = {f"{m}/{s}/BraTS-MET/seed0" for m in baselines for s in setups}
-    expected |= {f"MedCrossModalCLIP/{s}/BraTS-MET/seed0" for s in ("Brats", "PMC", "BiomedCLIP")}
+    variants = ("axial+default", "axial+uad", "tri-planar+default", "tri-planar+uad")  # the axes planes x chain
+    setups = [(m, s) for m in baselines for s in ("Industrial", "Finetune", "Brats", "PMC", "BiomedCLIP")]
+    setups += [("MedCrossModalCLIP", s) for s in ("Brats", "PMC", "BiomedCLIP")]
+    expected = {f"{m}/{s}/BraTS-MET/{v}/seed0" for m, s in setups for v in variants}
     assert {row[0] for row in rows} == expected
-    assert len(rows) == 23
+    assert len(rows) == 23 * 4
     released = [row for row in rows if "/Industrial/" in row[0] or "/Finetune/" in row[0]]
-    assert sum("official_checkpoint" in row[3] for row in released) == 6  # AnoVL has no released weights
+    assert sum("official_checkpoint" in row[3] for row in released) == 6 * 4  # AnoVL has no released weights
+    spec = GridSpec.from_file(CONFIGS / "brats_met" / "grid.yaml")
+    cells = {cell.id: cell for cell in spec.cells(seeds=[0])}
+    plain, both = cells["VAND/Brats/BraTS-MET/axial+default/seed0"], cells["VAND/Brats/BraTS-MET/tri-planar+uad/seed0"]
+    assert "planes" not in plain.test_data["init_args"]
+    assert "volume_evaluator" not in plain.model_config["init_args"]
+    assert both.test_data["init_args"]["planes"] == ["axial", "coronal", "sagittal"]
+    assert both.model_config["init_args"]["volume_evaluator"] == {"postprocess": "uad"}
+    assert both.coordinates == {"model": "VAND", "setup": "Brats", "task": "BraTS-MET", "planes": "tri-planar",
+                                "chain": "uad"}  # fmt: skip
+    assert spec.table["rows"] == ["model", "setup", "planes", "chain"]
     assert all("pmc_vit_l_14" in row[3] for row in rows if "/PMC/" in row[0])
     biomed = [row for row in rows if "/BiomedCLIP/" in row[0]]
-    assert len(biomed) == 5
+    assert len(biomed) == 5 * 4
     assert all("BiomedCLIP-PubMedBERT_256-vit_base_patch16_224" in row[3] for row in biomed)
     assert all("BraTS root datasets/BraTS-MET MISSING" in row[4] for row in rows)
 
@@ -71,6 +82,23 @@ def test_dry_run_lists_every_cell_of_the_mvfa_tables(capsys: pytest.CaptureFixtu
     expected = {f"{m}/{s}/{c}/seed0" for m in models for s in setups for c in categories}
     assert {row[0] for row in rows} == expected
     assert len(rows) == 180
+
+
+def test_grid_axes_multiply_the_cells_and_are_validated() -> None:
+    raw = yaml.safe_load((CONFIGS / "demo" / "grid.yaml").read_text())
+    plain = GridSpec.from_dict(raw).cells(seeds=[0])
+    raw["axes"] = {"channels": {"repeat": {}, "2.5D": {"data": {"init_args": {"channels": "adjacent"}}}}}
+    cells = GridSpec.from_dict(raw).cells(seeds=[0])
+    assert len(cells) == 2 * len(plain)
+    adjacent = [cell for cell in cells if cell.coordinates["channels"] == "2.5D"]
+    assert all(cell.test_data["init_args"]["channels"] == "adjacent" for cell in adjacent)
+    assert len({cell.dirname for cell in cells}) == len(cells)
+    raw["axes"] = {"model": {"x": {}}}
+    with pytest.raises(ValueError, match="Axis 'model'"):
+        GridSpec.from_dict(raw)
+    raw["axes"] = {"channels": {"x": {"optimizer": {}}}}
+    with pytest.raises(ValueError, match="Axis 'channels'"):
+        GridSpec.from_dict(raw)
 
 
 def test_grid_spec_rejects_unknown_names(tmp_path: Path) -> None:

@@ -211,6 +211,10 @@ CHOICES = {
     "curve_thresholds": 10,
     "hd95": True,
     "brats_official": False,
+    "brain_erosion": 2,
+    "median_kernel": 3,
+    "postprocess": "none",
+    "fusion": "max",
 }
 
 
