@@ -40,11 +40,20 @@ from torch import nn
 
 from anomalib_medclip.backbones.loading import Activation, create_clip
 
-__all__ = ["BlockHook", "CLIPBackbone", "PosEmbedMode", "VisualFeatures", "resize_positional_embedding"]
+__all__ = [
+    "BlockHook",
+    "BlockOverride",
+    "CLIPBackbone",
+    "PosEmbedMode",
+    "VisualFeatures",
+    "resize_positional_embedding",
+]
 
 PosEmbedMode = Literal["bilinear", "bicubic", "bicubic-antialias"]
 BlockHook = Callable[[torch.Tensor], torch.Tensor]
 """Maps the hidden states leaving a transformer block to those the next block sees (same shape)."""
+BlockOverride = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+"""Runs a transformer block in place of its own forward: ``f(block, hidden_states) -> hidden_states``."""
 
 
 @dataclass
@@ -372,6 +381,7 @@ class CLIPBackbone(nn.Module):
         visual_prompts: Mapping[int, torch.Tensor] | None = None,
         vv_layers: Sequence[int] = (),
         block_hooks: Mapping[int, BlockHook] | None = None,
+        block_overrides: Mapping[int, BlockOverride] | None = None,
     ) -> VisualFeatures:
         """Run the image tower block by block.
 
@@ -386,12 +396,14 @@ class CLIPBackbone(nn.Module):
                 layers from the first V-V layer on come from that stream.
             block_hooks: ``{layer: f}`` with ``f((B, L, Dv)) -> (B, L, Dv)`` applied to the hidden states leaving
                 layer ``layer`` (1-indexed) before they are returned or passed on (residual adapters: MVFA, AA-CLIP).
+            block_overrides: ``{layer: f}``: ``f(block, x)`` runs instead of ``block(x)`` (blocks with a modified
+                attention in the main stream, e.g. AA-CLIP's value-only teacher); its block hook still follows.
 
         Returns:
             :class:`VisualFeatures`.
         """
         visual = self.clip.visual
-        layers = (*out_layers, *vv_layers, *(block_hooks or ()))
+        layers = (*out_layers, *vv_layers, *(block_hooks or ()), *(block_overrides or ()))
         bad = [layer for layer in layers if not 1 <= layer <= self.visual_depth]
         if bad:
             msg = f"Layers {bad} are out of range 1..{self.visual_depth} for '{self.info.name}'."
@@ -410,7 +422,7 @@ class CLIPBackbone(nn.Module):
                 vv = x
             if vv is not None and layer in vv_layers:
                 vv = vv + self._value_value_attention(block, x)
-            x = block(x)
+            x = block_overrides[layer](block, x) if block_overrides and layer in block_overrides else block(x)
             if block_hooks and layer in block_hooks:
                 x = block_hooks[layer](x)
             if layer in out_layers:
@@ -419,6 +431,10 @@ class CLIPBackbone(nn.Module):
                 classes.append(source[:, 0])
         pooled, _ = visual._pool(x[:, :n_base])  # noqa: SLF001  open_clip's own pooling, as encode_image
         return VisualFeatures(pooled @ visual.proj, patches, classes, x[:, 0])
+
+    def post_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``ln_post`` of raw visual tokens ``(..., Dv)`` without ``proj`` (methods with their own projections)."""
+        return self.clip.visual.ln_post(tokens)
 
     def project_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Map raw visual tokens ``(..., Dv)`` into the joint space with ``ln_post`` and ``proj``: ``(..., D)``."""
