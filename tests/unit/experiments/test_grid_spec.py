@@ -51,10 +51,11 @@ def test_dry_run_lists_every_cell_of_the_brats_met_table(capsys: pytest.CaptureF
     baselines = ("AdaCLIP", "AnoVL", "AnomalyCLIP", "VAND")
     expected = {f"{m}/{s}/BraTS-MET/seed0" for m in baselines for s in ("Industrial", "Finetune", "Brats", "PMC")}
     expected |= {f"MedCrossModalCLIP/{s}/BraTS-MET/seed0" for s in ("Brats", "PMC")}
+    expected |= {f"AACLIP/{s}/BraTS-MET/seed0" for s in ("Industrial", "Brats")}
     assert {row[0] for row in rows} == expected
-    assert len(rows) == 18
+    assert len(rows) == 20
     released = [row for row in rows if "/Industrial/" in row[0] or "/Finetune/" in row[0]]
-    assert sum("official_checkpoint" in row[3] for row in released) == 6  # AnoVL has no released weights
+    assert sum("official_checkpoint" in row[3] for row in released) == 7  # AnoVL has no released weights
     assert all("pmc_vit_l_14" in row[3] for row in rows if "/PMC/" in row[0])
     assert all("BraTS root datasets/BraTS-MET MISSING" in row[4] for row in rows)
 
@@ -65,8 +66,9 @@ def test_dry_run_lists_every_cell_of_the_mvfa_tables(capsys: pytest.CaptureFixtu
     setups = ("zero-shot", "2-shot", "4-shot", "8-shot", "16-shot")
     categories = ("HIS", "ChestXray", "OCT17", "BrainMRI", "LiverCT", "RESC")
     expected = {f"{m}/{s}/{c}/seed0" for m in models for s in setups for c in categories}
+    expected |= {f"AACLIP/zero-shot/{c}/seed0" for c in categories}  # a zero-shot method: no K-shot rows
     assert {row[0] for row in rows} == expected
-    assert len(rows) == 180
+    assert len(rows) == 186
 
 
 def test_grid_spec_rejects_unknown_names(tmp_path: Path) -> None:
