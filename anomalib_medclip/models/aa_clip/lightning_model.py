@@ -145,7 +145,7 @@ class AACLIP(MedCLIPModuleMixin, AnomalibModule):
             self.model.load_official_checkpoint(official_checkpoint, text_file)
         self.automatic_optimization = False  # two stages, two optimisers
         self.object_name = object_name
-        self.map_loss = MapLoss.reference(normal_dice=True)
+        self.map_loss = MapLoss.reference(normal_dice=True, focal_smooth=1e-5)  # saturated 100*cos maps
         self.official_checkpoint = official_checkpoint
         self.text_epochs, self.image_epochs = text_epochs, image_epochs
         self.text_lr, self.image_lr, self.text_norm_weight = text_lr, image_lr, text_norm_weight

@@ -48,6 +48,7 @@ def test_two_optimisers_with_the_originals_settings(tiny_model) -> None:
     assert model.learning_type == LearningType.ONE_CLASS
     assert not model.automatic_optimization
     assert model.model.backbone.info.quick_gelu is False  # "original": the config's GELU, as CLIP(**config)
+    assert model.map_loss.focal_smooth == 1e-5  # the original's focal label smoothing (saturated 100 * cos maps)
     (text, image), (scheduler,) = model.configure_optimizers()
     assert text.param_groups[0]["lr"] == 1e-5
     assert image.param_groups[0]["lr"] == 5e-4
