@@ -147,12 +147,11 @@ def main() -> None:
             orig.train.train_image_adapter(adapted, anchors, loader, optimizer, scheduler, "cpu", 0, str(save), 1,
                                            size, log)  # fmt: skip
 
-    (text_opt, image_opt), _ = ours.configure_optimizers()
+    optimizer = ours.configure_optimizers()["optimizer"]
 
     def ours_stage(stage: int) -> None:
         model.train()
         model.set_stage(stage)
-        optimizer = text_opt if stage == 1 else image_opt
         loss = ours.text_stage_loss(batch) if stage == 1 else ours.image_stage_loss(batch)
         optimizer.zero_grad()
         loss.backward()

@@ -11,7 +11,8 @@
 - Trained on the datamodule's labelled training split with masks (the original trains on VisA, an industrial set);
   batches without masks train the stage-2 cross-entropy only and are skipped in stage 1.
   Run ``text_epochs + image_epochs`` epochs (``--trainer.max_epochs 25``) to train as the original; the stage is
-  chosen by the epoch, any batch size.
+  chosen by the epoch, any batch size; one Adam with a text and an image parameter group does what the original's two
+  Adams do (see ``configure_optimizers``).
 - With ``official_checkpoint`` (the original's ``image_adapter*.pth``, and ``text_adapter.pth`` beside it or given
   as ``official_text_checkpoint``) nothing is trained: ZERO_SHOT.
 
@@ -23,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -143,13 +145,13 @@ class AACLIP(MedCLIPModuleMixin, AnomalibModule):
         )  # fmt: skip
         if official_checkpoint is not None:
             self.model.load_official_checkpoint(official_checkpoint, text_file)
-        self.automatic_optimization = False  # two stages, two optimisers
         self.object_name = object_name
         self.map_loss = MapLoss.reference(normal_dice=True, focal_smooth=1e-5)  # saturated 100*cos maps
         self.official_checkpoint = official_checkpoint
         self.text_epochs, self.image_epochs = text_epochs, image_epochs
         self.text_lr, self.image_lr, self.text_norm_weight = text_lr, image_lr, text_norm_weight
-        self.lr_milestones, self.lr_gamma = list(lr_milestones), lr_gamma
+        self.lr_milestones, self.lr_gamma = sorted(lr_milestones), lr_gamma
+        self.image_steps = 0  # stage-2 steps taken: the clock of its learning-rate milestones
 
     @property
     def is_trainable(self) -> bool:
@@ -189,10 +191,7 @@ class AACLIP(MedCLIPModuleMixin, AnomalibModule):
         return loss if map_loss is None else loss + map_loss
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor | None:
-        """One step of the current stage (manual optimisation: each stage has its own Adam).
-
-        Stage 1 learns from masks only: a batch without masks (classification data) is skipped, with a warning.
-        """
+        """The loss of the current stage; a stage-1 batch without masks is skipped (its loss is all masks)."""
         del args, kwargs
         stage = self.stage
         if stage == 1 and batch.gt_mask is None:
@@ -200,26 +199,40 @@ class AACLIP(MedCLIPModuleMixin, AnomalibModule):
                 logger.warning("AACLIP stage 1 learns from masks only: training batches without masks are skipped.")
                 self._warned_no_mask = True
             return None
-        text_optimizer, image_optimizer = self.optimizers()
-        optimizer = text_optimizer if stage == 1 else image_optimizer
         loss = self.text_stage_loss(batch) if stage == 1 else self.image_stage_loss(batch)
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
-        if stage == 2:
-            self.lr_schedulers().step()
+        self.image_steps += stage == 2
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch.image))
         self.log("train_stage", float(stage), batch_size=len(batch.image))
         return loss
 
-    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]] | None:
-        """Adam for the text adapters and Adam + ``MultiStepLR`` for the image adapters (the original's settings)."""
+    def configure_optimizers(self) -> dict[str, Any] | None:
+        """Adam with a text group (lr 1e-5) and an image group (lr 5e-4, halved after 16000 and 32000 image steps).
+
+        Equal to the original's two Adams: Adam keeps its state per parameter and skips parameters without a gradient,
+        and the other stage's adapters are frozen (``set_stage``), so each step updates one stage's adapters only.
+        """
         if not self.is_trainable:
             return None
-        text = torch.optim.Adam(self.model.text_adapter.parameters(), lr=self.text_lr, betas=(0.5, 0.999))
-        image = torch.optim.Adam(self.model.image_adapter.parameters(), lr=self.image_lr, betas=(0.5, 0.999))
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(image, milestones=self.lr_milestones, gamma=self.lr_gamma)
-        return [text, image], [scheduler]
+        optimizer = torch.optim.Adam(
+            [
+                {"params": list(self.model.text_adapter.parameters()), "lr": self.text_lr},
+                {"params": list(self.model.image_adapter.parameters()), "lr": self.image_lr},
+            ],
+            betas=(0.5, 0.999),
+        )
+        image_factor = lambda _: self.lr_gamma ** bisect_right(self.lr_milestones, self.image_steps)  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda _: 1.0, image_factor])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The mixin's slim checkpoint, plus the count of stage-2 steps (the learning-rate schedule's clock)."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["aa_clip_image_steps"] = self.image_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The mixin's checks, then the count of stage-2 steps."""
+        super().on_load_checkpoint(checkpoint)
+        self.image_steps = int(checkpoint.get("aa_clip_image_steps", 0))
 
     def save_official_checkpoint(self, directory: str | Path) -> tuple[Path, Path]:
         """Write the adapters in the original's format (``text_adapter.pth``, ``image_adapter_{epoch}.pth``)."""

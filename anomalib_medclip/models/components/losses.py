@@ -71,7 +71,7 @@ class MapLoss(nn.Module):
 
     @classmethod
     def reference(cls, normal_dice: bool, focal_smooth: float = 0.0) -> MapLoss:
-        """The originals' loss: Dice terms summed, smoothing constant 1 (``focal_smooth=1e-5``: their focal term too)."""
+        """The originals' loss: Dice terms summed, constant 1 (``focal_smooth=1e-5``: their focal term too)."""
         return cls(normal_dice=normal_dice, dice_smooth=1.0, class_reduction="sum", focal_smooth=focal_smooth)
 
     def forward(self, probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
