@@ -233,7 +233,3 @@ class AACLIP(MedCLIPModuleMixin, AnomalibModule):
         """The mixin's checks, then the count of stage-2 steps."""
         super().on_load_checkpoint(checkpoint)
         self.image_steps = int(checkpoint.get("aa_clip_image_steps", 0))
-
-    def save_official_checkpoint(self, directory: str | Path) -> tuple[Path, Path]:
-        """Write the adapters in the original's format (``text_adapter.pth``, ``image_adapter_{epoch}.pth``)."""
-        return self.model.save_official_checkpoint(directory, epoch=self.current_epoch)

@@ -42,7 +42,7 @@ __all__ = ["IMAGE_KEY", "LOGIT_SCALE", "TEXT_KEY", "AACLIPModel"]
 
 TEXT_KEY, IMAGE_KEY = "text_adapter", "image_adapter"
 LOGIT_SCALE = 100.0  # fixed in the original's similarity maps
-TEXT_FILE, IMAGE_FILE = "text_adapter.pth", "image_adapter_{epoch}.pth"
+TEXT_FILE = "text_adapter.pth"
 
 
 class Projection(nn.Module):
@@ -286,17 +286,19 @@ class AACLIPModel(PromptedModel):
             module.load_state_dict(state)
         self._cached_text = None
 
-    def save_official_checkpoint(self, directory: str | Path, epoch: int = 0) -> tuple[Path, Path]:
-        """Write ``text_adapter.pth`` and ``image_adapter_{epoch}.pth`` as the original's ``train.py`` names them.
+    def save_official_checkpoint(self, path: str | Path, epoch: int = 0) -> Path:
+        """Write the image adapters to ``path`` and the text adapters to ``text_adapter.pth`` beside it.
 
-        The files hold the ``epoch`` and the adapters' state dicts (what its ``test.py`` reads); optimiser states are
-        not written (its ``train.py`` needs them only to resume training).
+        The original's format (``train.py`` names them ``image_adapter_{epoch}.pth`` and ``text_adapter.pth`` in one
+        folder; its ``test.py`` reads every ``image_adapter_*.pth`` there): ``{"epoch", "image_adapter"}`` and
+        ``{"epoch", "text_adapter"}``. Optimiser states are not written (its ``train.py`` needs them only to resume).
+        Returns ``path``, what ``official_checkpoint=`` takes.
         """
-        directory = Path(directory).expanduser()
-        paths = []
-        parts = ((self.text_adapter, TEXT_KEY, TEXT_FILE), (self.image_adapter, IMAGE_KEY, IMAGE_FILE))
-        for module, key, name in parts:
+        path = Path(path).expanduser()
+        for module, key, target in (
+            (self.text_adapter, TEXT_KEY, path.parent / TEXT_FILE),
+            (self.image_adapter, IMAGE_KEY, path),
+        ):
             content = {"epoch": epoch, key: {k: v.detach().cpu() for k, v in module.state_dict().items()}}
-            path = directory / name.format(epoch=epoch)
-            paths.append(write_atomic(path, lambda tmp, c=content: torch.save(c, tmp)))
-        return paths[0], paths[1]
+            write_atomic(target, lambda tmp, c=content: torch.save(c, tmp))
+        return path

@@ -21,7 +21,12 @@ from anomalib import LearningType
 from anomalib_medclip.models import list_models
 
 IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-OFFICIAL = {"AnomalyCLIP": "epoch_15.pth", "AdaCLIP": "pretrained_all.pth", "AprilGAN": "adapters.pth"}
+OFFICIAL = {
+    "AnomalyCLIP": "epoch_15.pth",
+    "AdaCLIP": "pretrained_all.pth",
+    "AprilGAN": "adapters.pth",
+    "AACLIP": "image_adapter_20.pth",  # text_adapter.pth is written and found beside it
+}
 CASES = [(name, False) for name in list_models()] + [(name, True) for name in OFFICIAL]
 
 

@@ -16,7 +16,8 @@ from anomalib_medclip.prompts import aa_clip_sentences
 
 def test_official_files_make_it_zero_shot(tiny_model, tmp_path: Path) -> None:
     trained = tiny_model("AACLIP", seed=3)
-    text_path, image_path = trained.model.save_official_checkpoint(tmp_path)
+    image_path = trained.model.save_official_checkpoint(tmp_path / "image_adapter_1.pth")
+    text_path = tmp_path / "text_adapter.pth"
     model = tiny_model("AACLIP", official_checkpoint=str(image_path))  # text_adapter.pth found beside it
     assert model.learning_type == LearningType.ZERO_SHOT
     assert model.configure_optimizers() is None
