@@ -12,6 +12,7 @@ anomalib loads its models; see ``anomalib_medclip_bootstrap``.
 from anomalib_medclip import data, models
 from anomalib_medclip.demo import DemoImages
 from anomalib_medclip.models import (
+    AACLIP,
     VAND,
     AdaCLIP,
     AnomalyCLIP,
@@ -24,6 +25,7 @@ from anomalib_medclip.models import (
 )
 
 __all__ = [
+    "AACLIP",
     "VAND",
     "AdaCLIP",
     "AnoVL",

@@ -44,11 +44,20 @@ from torch import nn
 from anomalib_medclip.backbones.loading import Activation, create_clip, create_tokenizer
 from anomalib_medclip.backbones.towers import TextTower, VisionTower, make_towers
 
-__all__ = ["BlockHook", "CLIPBackbone", "PosEmbedMode", "VisualFeatures", "resize_positional_embedding"]
+__all__ = [
+    "BlockHook",
+    "BlockOverride",
+    "CLIPBackbone",
+    "PosEmbedMode",
+    "VisualFeatures",
+    "resize_positional_embedding",
+]
 
 PosEmbedMode = Literal["bilinear", "bicubic", "bicubic-antialias"]
 BlockHook = Callable[[torch.Tensor], torch.Tensor]
 """Maps the hidden states leaving a transformer block to those the next block sees (same shape)."""
+BlockOverride = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+"""Runs a transformer block in place of its own forward: ``f(block, hidden_states) -> hidden_states``."""
 
 
 @dataclass
@@ -358,6 +367,7 @@ class CLIPBackbone(nn.Module):
         visual_prompts: Mapping[int, torch.Tensor] | None = None,
         vv_layers: Sequence[int] = (),
         block_hooks: Mapping[int, BlockHook] | None = None,
+        block_overrides: Mapping[int, BlockOverride] | None = None,
     ) -> VisualFeatures:
         """Run the image tower block by block.
 
@@ -372,12 +382,14 @@ class CLIPBackbone(nn.Module):
                 layers from the first V-V layer on come from that stream.
             block_hooks: ``{layer: f}`` with ``f((B, L, Dv)) -> (B, L, Dv)`` applied to the hidden states leaving
                 layer ``layer`` (1-indexed) before they are returned or passed on (residual adapters: MVFA, AA-CLIP).
+            block_overrides: ``{layer: f}``: ``f(block, x)`` runs instead of ``block(x)`` (blocks with a modified
+                attention in the main stream, e.g. AA-CLIP's value-only teacher); its block hook still follows.
 
         Returns:
             :class:`VisualFeatures`.
         """
         tower = self.image_tower
-        layers = (*out_layers, *vv_layers, *(block_hooks or ()))
+        layers = (*out_layers, *vv_layers, *(block_hooks or ()), *(block_overrides or ()))
         bad = [layer for layer in layers if not 1 <= layer <= self.visual_depth]
         if bad:
             msg = f"Layers {bad} are out of range 1..{self.visual_depth} for '{self.info.name}'."
@@ -396,7 +408,7 @@ class CLIPBackbone(nn.Module):
                 vv = x
             if vv is not None and layer in vv_layers:
                 vv = vv + tower.value_value(block, x)
-            x = block(x)
+            x = block_overrides[layer](block, x) if block_overrides and layer in block_overrides else block(x)
             if block_hooks and layer in block_hooks:
                 x = block_hooks[layer](x)
             if layer in out_layers:
@@ -404,6 +416,13 @@ class CLIPBackbone(nn.Module):
                 patches.append(source[:, 1:n_base])
                 classes.append(source[:, 0])
         return VisualFeatures(tower.pool(x[:, :n_base]), patches, classes, x[:, 0])
+
+    def post_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The tower's final norm of raw visual tokens ``(..., Dv)``, without the projection.
+
+        ``ln_post`` on open_clip ViTs, the trunk's ``norm`` on timm ViTs; for methods with their own projections.
+        """
+        return self.image_tower.final_norm(tokens)
 
     def project_tokens(self, tokens: torch.Tensor, *, final_norm: bool = True) -> torch.Tensor:
         """Map raw visual tokens ``(..., Dv)`` into the joint space: ``(..., D)``.
@@ -413,3 +432,11 @@ class CLIPBackbone(nn.Module):
         (AnomalyCLIP projects the raw final CLS token).
         """
         return self.image_tower.project(tokens, final_norm=final_norm)
+
+    def value_only_block(self, block: nn.Module, x: torch.Tensor, *, batch_mixing: bool = False) -> torch.Tensor:
+        """``block(x)`` with its attention replaced by its projected values (CLIP Surgery's value path).
+
+        For ``block_overrides``. ``batch_mixing``: each position attends over the same position of the batch's images
+        (value-value attention across the batch, AA-CLIP's teacher as its original computes it).
+        """
+        return self.image_tower.value_only_block(block, x, batch_mixing=batch_mixing)

@@ -45,6 +45,14 @@ def _heads_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     return F.scaled_dot_product_attention(v, v, v).transpose(1, 2).reshape(batch, length, -1)
 
 
+def _mix_over_batch(v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Per position and head, value-value attention over the batch's images: ``(B, L, D) -> (B, L, D)``."""
+    batch, length, width = v.shape
+    h = v.reshape(batch, length, heads, -1).permute(1, 2, 0, 3)  # (L, heads, B, d)
+    weights = (h @ h.transpose(-2, -1) * h.shape[-1] ** -0.5).softmax(dim=-1)
+    return (weights @ h).permute(2, 0, 1, 3).reshape(batch, length, width)
+
+
 class VisionTower:
     """What the layer-wise image loop needs from an image tower (subclasses implement it)."""
 
@@ -93,6 +101,14 @@ class VisionTower:
 
     def project(self, tokens: torch.Tensor, *, final_norm: bool = True) -> torch.Tensor:
         """Map raw tokens ``(..., D)`` into the joint space, token-wise; ``final_norm=False`` skips ``ln_post``."""
+        raise NotImplementedError
+
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The norm applied to the last block's tokens before the projection (``ln_post``)."""
+        raise NotImplementedError
+
+    def value_only_block(self, block: nn.Module, x: torch.Tensor, *, batch_mixing: bool) -> torch.Tensor:
+        """``block(x)`` with the attention output replaced by the projected values (optionally mixed over the batch)."""
         raise NotImplementedError
 
     @property
@@ -160,6 +176,19 @@ class OpenCLIPVision(VisionTower):
     @override
     def project(self, tokens: torch.Tensor, *, final_norm: bool = True) -> torch.Tensor:
         return (self.visual.ln_post(tokens) if final_norm else tokens) @ self.visual.proj
+
+    @override
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.visual.ln_post(tokens)
+
+    @override
+    def value_only_block(self, block: nn.Module, x: torch.Tensor, *, batch_mixing: bool) -> torch.Tensor:
+        attn: nn.MultiheadAttention = block.attn
+        width = x.shape[-1]
+        v = F.linear(block.ln_1(x), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])
+        v = _mix_over_batch(v, attn.num_heads) if batch_mixing else v
+        x = x + block.ls_1(attn.out_proj(v))
+        return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 class TimmVision(VisionTower):
@@ -250,6 +279,18 @@ class TimmVision(VisionTower):
         trunk = self.trunk
         x = trunk.norm(tokens) if final_norm else tokens
         return self.visual.head(trunk.head(trunk.fc_norm(x)))
+
+    @override
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.trunk.norm(tokens)
+
+    @override
+    def value_only_block(self, block: nn.Module, x: torch.Tensor, *, batch_mixing: bool) -> torch.Tensor:
+        attn = block.attn  # timm's q/k norms do not touch the values
+        v = attn.qkv(block.norm1(x)).chunk(3, dim=-1)[2]
+        v = _mix_over_batch(v, attn.num_heads) if batch_mixing else v
+        x = x + block.ls1(attn.proj(attn.norm(v)))
+        return x + block.ls2(block.mlp(block.norm2(x)))
 
 
 class TextTower:

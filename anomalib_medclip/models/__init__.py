@@ -4,6 +4,7 @@
 
 from anomalib.models.components import AnomalibModule
 
+from anomalib_medclip.models.aa_clip import AACLIP
 from anomalib_medclip.models.ada_clip import AdaCLIP
 from anomalib_medclip.models.ano_vl import AnoVL
 from anomalib_medclip.models.anomaly_clip import AnomalyCLIP
@@ -12,6 +13,7 @@ from anomalib_medclip.models.cross_modal_clip import MedCrossModalCLIP
 from anomalib_medclip.models.vanilla_clip import VanillaCLIP
 
 __all__ = [
+    "AACLIP",
     "VAND",
     "AdaCLIP",
     "AnoVL",
@@ -24,7 +26,7 @@ __all__ = [
 ]
 
 _MODELS: dict[str, type[AnomalibModule]] = {
-    cls.__name__: cls for cls in (AdaCLIP, AnoVL, AnomalyCLIP, AprilGAN, MedCrossModalCLIP, VAND, VanillaCLIP)
+    cls.__name__: cls for cls in (AACLIP, AdaCLIP, AnoVL, AnomalyCLIP, AprilGAN, MedCrossModalCLIP, VAND, VanillaCLIP)
 }
 
 

@@ -4,12 +4,13 @@
 
 - :mod:`.templates`: shared helpers (:func:`check_object_name`, :func:`indefinite_article`, the default phrase) and
   VanillaCLIP's sentences (:func:`state_prompts`);
-- :mod:`.cross_modal`, :mod:`.anomaly_clip`, :mod:`.ada_clip`, :mod:`.april_gan`, :mod:`.ano_vl`: the wording of
-  MedCrossModalCLIP and of the ports (the originals' sentences, verbatim).
+- :mod:`.cross_modal`, :mod:`.aa_clip`, :mod:`.anomaly_clip`, :mod:`.ada_clip`, :mod:`.april_gan`, :mod:`.ano_vl`:
+  the wording of MedCrossModalCLIP and of the ports (the originals' sentences, verbatim).
 
 Nothing here imports torch: the sentences can be listed and checked without building a model.
 """
 
+from anomalib_medclip.prompts.aa_clip import aa_clip_sentences
 from anomalib_medclip.prompts.ada_clip import state_sentences
 from anomalib_medclip.prompts.ano_vl import OBJECT_DOMAINS, TEXTURE_DOMAINS, TEXTURES, domain_sentences
 from anomalib_medclip.prompts.anomaly_clip import AGNOSTIC_OBJECT, prompt_sentences
@@ -34,6 +35,7 @@ __all__ = [
     "OBJECT_DOMAINS",
     "TEXTURES",
     "TEXTURE_DOMAINS",
+    "aa_clip_sentences",
     "check_object_name",
     "cross_modal_sentences",
     "domain_sentences",

@@ -23,7 +23,12 @@ from anomalib import LearningType
 from anomalib_medclip.models import list_models
 
 IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-OFFICIAL = {"AnomalyCLIP": "epoch_15.pth", "AdaCLIP": "pretrained_all.pth", "AprilGAN": "adapters.pth"}
+OFFICIAL = {
+    "AnomalyCLIP": "epoch_15.pth",
+    "AdaCLIP": "pretrained_all.pth",
+    "AprilGAN": "adapters.pth",
+    "AACLIP": "image_adapter_20.pth",  # text_adapter.pth is written and found beside it
+}
 CASES = [(name, False, False) for name in list_models()] + [(name, True, False) for name in OFFICIAL]
 CASES += [(name, False, True) for name in list_models()]  # on BiomedCLIP's tower kinds (timm ViT + BERT)
 

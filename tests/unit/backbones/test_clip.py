@@ -120,6 +120,34 @@ def test_block_hooks_change_the_stream_later_layers_see(small_backbone: CLIPBack
         small_backbone.encode_text(tokens, block_hooks={99: hook[2]})
 
 
+def test_block_overrides_replace_a_block_and_post_norm_is_ln_post(small_backbone: CLIPBackbone) -> None:
+    """``f(block, x)`` runs instead of ``block(x)`` (then the block's hook); ``post_norm`` is ``ln_post`` alone."""
+    visual = small_backbone.clip.visual
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def mlp_only(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return x + block.mlp(block.ln_2(x))
+
+    hook = {3: lambda x: 2 * x}
+    with torch.no_grad():
+        out = small_backbone.encode_image(images, out_layers=(3, 4), block_overrides={3: mlp_only}, block_hooks=hook)
+        x = small_backbone._embed_image(images)
+        for layer, block in enumerate(visual.transformer.resblocks, start=1):
+            x = 2 * mlp_only(block, x) if layer == 3 else block(x)
+            if layer == 3:
+                tokens3 = x[:, 1:]
+            if layer == 4:
+                tokens4 = x[:, 1:]
+        plain = small_backbone.encode_image(images, out_layers=(4,))
+    assert torch.allclose(out.patch_tokens[0], tokens3, atol=1e-5)
+    assert torch.allclose(out.patch_tokens[1], tokens4, atol=1e-5)
+    assert (out.patch_tokens[1] - plain.patch_tokens[0]).abs().max() > 1e-3
+    assert torch.equal(small_backbone.post_norm(tokens4), visual.ln_post(tokens4))
+    assert torch.allclose(small_backbone.post_norm(tokens4) @ visual.proj, small_backbone.project_tokens(tokens4))
+    with pytest.raises(ValueError, match="out of range"):
+        small_backbone.encode_image(images, block_overrides={99: mlp_only})
+
+
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic", "bicubic-antialias"])
 def test_positional_embedding_resize_modes(mode: str) -> None:
     pos = torch.randn(1 + 14 * 14, 8, generator=torch.Generator().manual_seed(0))

@@ -52,11 +52,12 @@ def test_dry_run_lists_every_cell_of_the_brats_met_table(capsys: pytest.CaptureF
     variants = ("axial+default", "axial+uad", "tri-planar+default", "tri-planar+uad")  # the axes planes x chain
     setups = [(m, s) for m in baselines for s in ("Industrial", "Finetune", "Brats", "PMC", "BiomedCLIP")]
     setups += [("MedCrossModalCLIP", s) for s in ("Brats", "PMC", "BiomedCLIP")]
+    setups += [("AACLIP", s) for s in ("Industrial", "Brats", "BiomedCLIP")]
     expected = {f"{m}/{s}/BraTS-MET/{v}/seed0" for m, s in setups for v in variants}
     assert {row[0] for row in rows} == expected
-    assert len(rows) == 23 * 4
+    assert len(rows) == 26 * 4
     released = [row for row in rows if "/Industrial/" in row[0] or "/Finetune/" in row[0]]
-    assert sum("official_checkpoint" in row[3] for row in released) == 6 * 4  # AnoVL has no released weights
+    assert sum("official_checkpoint" in row[3] for row in released) == 7 * 4  # AnoVL has no released weights
     spec = GridSpec.from_file(CONFIGS / "brats_met" / "grid.yaml")
     cells = {cell.id: cell for cell in spec.cells(seeds=[0])}
     plain, both = cells["VAND/Brats/BraTS-MET/axial+default/seed0"], cells["VAND/Brats/BraTS-MET/tri-planar+uad/seed0"]
@@ -69,7 +70,7 @@ def test_dry_run_lists_every_cell_of_the_brats_met_table(capsys: pytest.CaptureF
     assert spec.table["rows"] == ["model", "setup", "planes", "chain"]
     assert all("pmc_vit_l_14" in row[3] for row in rows if "/PMC/" in row[0])
     biomed = [row for row in rows if "/BiomedCLIP/" in row[0]]
-    assert len(biomed) == 5 * 4
+    assert len(biomed) == 6 * 4
     assert all("BiomedCLIP-PubMedBERT_256-vit_base_patch16_224" in row[3] for row in biomed)
     assert all("BraTS root datasets/BraTS-MET MISSING" in row[4] for row in rows)
 
@@ -80,8 +81,9 @@ def test_dry_run_lists_every_cell_of_the_mvfa_tables(capsys: pytest.CaptureFixtu
     setups = ("zero-shot", "2-shot", "4-shot", "8-shot", "16-shot")
     categories = ("HIS", "ChestXray", "OCT17", "BrainMRI", "LiverCT", "RESC")
     expected = {f"{m}/{s}/{c}/seed0" for m in models for s in setups for c in categories}
+    expected |= {f"AACLIP/zero-shot/{c}/seed0" for c in categories}  # a zero-shot method: no K-shot rows
     assert {row[0] for row in rows} == expected
-    assert len(rows) == 180
+    assert len(rows) == 186
 
 
 def test_grid_axes_multiply_the_cells_and_are_validated() -> None:

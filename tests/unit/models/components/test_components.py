@@ -4,7 +4,7 @@ import torch
 from scipy import ndimage
 
 from anomalib_medclip.models.components import GaussianSmoothing
-from anomalib_medclip.models.components.losses import MapLoss
+from anomalib_medclip.models.components.losses import MapLoss, focal_loss
 
 
 @pytest.mark.parametrize(("sigma", "size"), [(4.0, 64), (4.0, 9), (1.5, 20), (0.0, 12)])
@@ -30,3 +30,17 @@ def test_map_loss_one_sided_dice() -> None:
     inter = (probs[:, 1] * gt).sum((1, 2))
     dice = (1 - (2 * inter + 1e-5) / (probs[:, 1].sum((1, 2)) + gt.sum((1, 2)) + 1e-5)).mean()
     assert torch.allclose(MapLoss(normal_dice=False)(probs, mask), focal + dice, atol=1e-5)
+
+
+def test_focal_label_smoothing_of_the_originals() -> None:
+    """``focal_smooth``: p_t = (1 - s) p_true + s p_other + s, in numpy; it bounds -log p_t of saturated maps."""
+    logits = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 40  # saturated, as 100 * cos
+    probs = logits.softmax(dim=1)
+    mask = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2)) > 0.5
+    s, p = 1e-5, probs.double().numpy()
+    p_true = np.where(mask.numpy(), p[:, 1], p[:, 0])
+    p_t = (1 - s) * p_true + s * (1 - p_true) + s
+    expected = float(np.mean(-((1 - p_t) ** 2) * np.log(p_t)))
+    assert float(focal_loss(probs, mask, smooth=s)) == pytest.approx(expected, rel=1e-5)
+    reference = MapLoss.reference(normal_dice=True, focal_smooth=s)(probs, mask)
+    assert float(reference - MapLoss.reference(normal_dice=True)(probs, mask)) < -0.1  # unsmoothed: far larger
