@@ -10,6 +10,7 @@ automatically after anomalib loads its models; see ``anomalib_medclip_bootstrap`
 from anomalib_medclip import data, models
 from anomalib_medclip.demo import DemoImages
 from anomalib_medclip.models import (
+    MVFA,
     VAND,
     AdaCLIP,
     AnomalyCLIP,
@@ -22,6 +23,7 @@ from anomalib_medclip.models import (
 )
 
 __all__ = [
+    "MVFA",
     "VAND",
     "AdaCLIP",
     "AnoVL",

@@ -30,6 +30,7 @@ TINY_OPTIONS: dict[str, dict[str, object]] = {  # per model: what exercises its 
     "AprilGAN": {"object_name": "toy"},
     "VAND": {"object_name": "toy"},
     "AnoVL": {"object_name": "toy", "tta_steps": 2, "domains": ["photo"]},
+    "MVFA": {"object_name": "toy"},
 }
 
 

@@ -9,9 +9,11 @@ from anomalib_medclip.models.ano_vl import AnoVL
 from anomalib_medclip.models.anomaly_clip import AnomalyCLIP
 from anomalib_medclip.models.april_gan import VAND, AprilGAN
 from anomalib_medclip.models.cross_modal_clip import MedCrossModalCLIP
+from anomalib_medclip.models.mvfa import MVFA
 from anomalib_medclip.models.vanilla_clip import VanillaCLIP
 
 __all__ = [
+    "MVFA",
     "VAND",
     "AdaCLIP",
     "AnoVL",
@@ -24,7 +26,7 @@ __all__ = [
 ]
 
 _MODELS: dict[str, type[AnomalibModule]] = {
-    cls.__name__: cls for cls in (AdaCLIP, AnoVL, AnomalyCLIP, AprilGAN, MedCrossModalCLIP, VAND, VanillaCLIP)
+    cls.__name__: cls for cls in (AdaCLIP, AnoVL, AnomalyCLIP, AprilGAN, MVFA, MedCrossModalCLIP, VAND, VanillaCLIP)
 }
 
 
