@@ -33,6 +33,7 @@ from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.trainer.states import TrainerFn
@@ -143,6 +144,8 @@ class MVFA(MedCLIPModuleMixin, AnomalibModule):
         self._trained_seg = True  # whether the last training batch trained the segmentation adapters
         self._best: dict[str, Any] | None = None  # selected epoch: score, epoch and the adapters' state
         self._outputs: list[tuple[torch.Tensor, ...]] = []
+        self._fit_val_limit: int | float | None = None  # the trainer's limit, while fit runs without validation
+        self._zero_shot_fit = False  # the last fit ran without validation (leave_one_out)
 
     @property
     def is_trainable(self) -> bool:
@@ -182,6 +185,11 @@ class MVFA(MedCLIPModuleMixin, AnomalibModule):
             self.model.map_image_score = torch.tensor(by_map, device=self.model.map_image_score.device)
         if self._few_shot_mode() and not self.model.few_shot:
             self.model.set_support(self.support_images())
+        if stage == "fit" and getattr(datamodule, "leave_one_out", False):
+            # zero-shot protocol: the target category's images must not reach training or model selection
+            self._fit_val_limit = self.trainer.limit_val_batches
+            self.trainer.limit_val_batches = 0
+            logger.info("MVFA zero-shot (leave_one_out): no validation on the target category during fit.")
 
     def support_images(self) -> torch.Tensor:
         """The normal images of the datamodule's training split (MedBMAD ``shots=K``: the K listed ones)."""
@@ -211,9 +219,27 @@ class MVFA(MedCLIPModuleMixin, AnomalibModule):
             self.calibrate(self.trainer.val_dataloaders)
 
     def on_test_start(self) -> None:
-        """Warn when a few-shot model has no fusion ranges."""
+        """Thresholds and normalisation from the validation split when no validation set them (zero-shot fit)."""
+        post = self.post_processor
+        datamodule = self._datamodule()
+        uncalibrated = isinstance(post, PostProcessor) and bool(torch.isnan(post.image_min))
+        if uncalibrated and getattr(datamodule, "val_data", None) is not None and len(datamodule.val_data):
+            self._calibrate_post_processor(datamodule.val_dataloader())
         if self.model.few_shot and not self.model.score_ranges.numel():
             logger.warning("MVFA few-shot: no validation ranges for the fusion; the parts are summed unnormalised.")
+
+    def _calibrate_post_processor(self, loader: torch.utils.data.DataLoader) -> None:
+        """What a validation run does for the post-processor (fusion ranges first when few-shot), as an extra pass."""
+        if self.model.few_shot:
+            self.calibrate(loader)
+        post = self.post_processor
+        with torch.no_grad():
+            for batch in loader:
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                batch.image = self._transform(batch.image)
+                post.on_validation_batch_end(self.trainer, self, batch.update(**self.model(batch.image)._asdict()))
+        post.on_validation_epoch_end(self.trainer, self)
+        logger.info("MVFA: thresholds and normalisation from the validation split (extra pass before test).")
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -281,7 +307,7 @@ class MVFA(MedCLIPModuleMixin, AnomalibModule):
             outputs = []
             with torch.no_grad():
                 for batch in loader:
-                    batch = batch.to(self.device)
+                    batch = self.transfer_batch_to_device(batch, self.device, 0)
                     batch.image = self._transform(batch.image)
                     outputs.append(self._selection_outputs(batch.update(**self.model(batch.image)._asdict())))
         if not outputs:
@@ -297,16 +323,21 @@ class MVFA(MedCLIPModuleMixin, AnomalibModule):
 
     def on_validation_epoch_end(self) -> None:
         """During fit: keep the adapters of the best epoch so far (ties: the later epoch, as ``train_zero.py``)."""
-        if self.trainer.state.fn != TrainerFn.FITTING or self.selection == "last" or self.trainer.sanity_checking:
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
+            self._select()
+
+    def on_train_epoch_end(self) -> None:
+        """Test-set selection when fit runs without validation (zero-shot protocol)."""
+        if self._fit_val_limit is not None and self.selection == "test_set":
+            self._select()
+
+    def _select(self) -> None:
+        if self.selection == "last" or (self.selection == "validation" and self._fit_val_limit is not None):
             return
         score = self._selection_score()
         self._outputs = []
         if score is None:
-            logger.warning(
-                "MVFA selection: the %s split has one class only; epoch %d not scored.",
-                self.selection,
-                self.current_epoch,
-            )
+            logger.warning("MVFA selection: one class only on the %s split; epoch %d not scored.", *self._where())
             return
         if self._best is None or score >= self._best["score"]:
             state = {k: v.detach().clone() for k, v in self.model.state_dict().items() if not k.startswith("backbone.")}
@@ -318,7 +349,11 @@ class MVFA(MedCLIPModuleMixin, AnomalibModule):
         return self.selection, best.get("epoch", self.current_epoch), best.get("score", float("nan"))
 
     def on_fit_end(self) -> None:
-        """Restore the selected epoch's adapters (and fusion ranges)."""
+        """Restore the selected epoch's adapters (and fusion ranges) and the trainer's validation limit."""
+        if self._fit_val_limit is not None:
+            self.trainer.limit_val_batches = self._fit_val_limit
+            self._fit_val_limit = None
+            self._zero_shot_fit = True
         if self._best is not None:
             self.model.load_state_dict(self._best["state"], strict=False)
             logger.info(
@@ -343,6 +378,9 @@ class MVFA(MedCLIPModuleMixin, AnomalibModule):
     def selection_record(self) -> dict[str, Any]:
         """How the weights were chosen; test-set selection is labelled as such."""
         split = {"validation": "validation split", "last": "last epoch", "test_set": "test split"}[self.selection]
+        zero_shot_fit = self._zero_shot_fit or self._fit_val_limit is not None
+        if self.selection == "validation" and zero_shot_fit and self._best is None:
+            split = "last epoch (leave_one_out: the target's validation split is not used during fit)"
         best = self._best or {}
         record = {"selection": split, "epoch": best.get("epoch"), "score": best.get("score")}
         if self.selection == "test_set":

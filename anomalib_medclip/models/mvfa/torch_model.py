@@ -67,7 +67,8 @@ def augment_views(images: torch.Tensor) -> torch.Tensor:
     """
     views = [images]
     for angle in ROTATIONS:
-        cos, sin = math.cos(angle), math.sin(angle)
+        theta = torch.tensor(angle, dtype=torch.float32)  # cos/sin in float32, as the original's get_rot_mat
+        cos, sin = float(theta.cos()), float(theta.sin())
         views.append(_warp(images, [[cos, -sin, 0.0], [sin, cos, 0.0]]))
     views += [_warp(images, [[1.0, 0.0, a], [0.0, 1.0, b]]) for a, b in TRANSLATIONS]
     views += [images.flip(-1), images.flip(-2)]
