@@ -61,12 +61,12 @@ def test_dry_run_lists_every_cell_of_the_brats_met_table(capsys: pytest.CaptureF
 
 def test_dry_run_lists_every_cell_of_the_mvfa_tables(capsys: pytest.CaptureFixture) -> None:
     rows = _dry_run_cells(capsys, CONFIGS / "bmad_mvfa" / "grid.yaml")
-    models = ("VanillaCLIP", "MedCrossModalCLIP", "AnomalyCLIP", "AdaCLIP", "AprilGAN", "AnoVL")
+    models = ("VanillaCLIP", "MedCrossModalCLIP", "AnomalyCLIP", "AdaCLIP", "AprilGAN", "AnoVL", "MVFA")
     setups = ("zero-shot", "2-shot", "4-shot", "8-shot", "16-shot")
     categories = ("HIS", "ChestXray", "OCT17", "BrainMRI", "LiverCT", "RESC")
     expected = {f"{m}/{s}/{c}/seed0" for m in models for s in setups for c in categories}
     assert {row[0] for row in rows} == expected
-    assert len(rows) == 180
+    assert len(rows) == 210
 
 
 def test_grid_spec_rejects_unknown_names(tmp_path: Path) -> None:
