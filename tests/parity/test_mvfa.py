@@ -157,6 +157,15 @@ def test_scores_and_maps_match_the_original(mvfa: SimpleNamespace, data: SimpleN
         seg_parts = model.raw_scores(data.images)
         model.map_image_score = torch.tensor(False)
         det_parts = model.raw_scores(data.images)
+    deltas = {
+        "zero-shot score": max(abs(float(zero.pred_score[i] - e["det"])) for i, e in enumerate(expected)),
+        "zero-shot map": max(float((zero.anomaly_map[i] - e["zero_map"]).abs().max()) for i, e in enumerate(expected)),
+        "few-shot seg map": max(
+            float((seg_parts.few_map[i] - e["few_seg"]).abs().max()) for i, e in enumerate(expected)
+        ),
+        "few-shot det score": max(abs(float(det_parts.few_score[i] - e["few_det"])) for i, e in enumerate(expected)),
+    }
+    print(f"MVFA parity faithful={faithful}: {deltas}")  # recorded in models/mvfa/README.md
     for i, e in enumerate(expected):
         assert abs(float(zero.pred_score[i] - e["det"])) < TOL
         assert (zero.anomaly_map[i] - e["zero_map"]).abs().max() < TOL
@@ -176,9 +185,15 @@ def test_scores_and_maps_match_the_original(mvfa: SimpleNamespace, data: SimpleN
     )
     model.set_score_ranges(score_ranges([seg_parts, det_parts]))
     seg_fused, det_fused = model.fuse(seg_parts), model.fuse(det_parts)
-    assert (seg_fused.anomaly_map - seg_map).abs().max() < TOL
-    assert (seg_fused.pred_score - seg_map.flatten(1).amax(dim=1)).abs().max() < TOL
-    assert (det_fused.pred_score - det_score).abs().max() < TOL
+    # min-max over a few images magnifies the parts' float differences by 1 / (max - min) (both sides alike)
+    gain = float(1 / (model.score_ranges[:, 1] - model.score_ranges[:, 0]).min())
+    assert (seg_fused.anomaly_map - seg_map).abs().max() < TOL * max(1.0, gain)
+    assert (seg_fused.pred_score - seg_map.flatten(1).amax(dim=1)).abs().max() < TOL * max(1.0, gain)
+    assert (det_fused.pred_score - det_score).abs().max() < TOL * max(1.0, gain), f"normalisation gain {gain:.1f}"
+    print(
+        f"MVFA parity fused (gain {gain:.1f}): map {float((seg_fused.anomaly_map - seg_map).abs().max()):.2e}, "
+        f"det score {float((det_fused.pred_score - det_score).abs().max()):.2e}"
+    )
 
 
 def test_faithful_memory_differs_only_by_the_cls_token(mvfa: SimpleNamespace, data: SimpleNamespace) -> None:
@@ -224,7 +239,8 @@ def test_one_training_step_matches_the_original(mvfa: SimpleNamespace, with_mask
     seg_opt.zero_grad()
     det_opt.zero_grad()
     loss.backward()
-    expected_grads = {n: p.grad.clone() for n, p in original.named_parameters() if "adapters" in n}
+    # the last layer's fc2 outputs only feed the pooled token, which no loss uses: no gradient on either side
+    expected_grads = {n: p.grad for n, p in original.named_parameters() if "adapters" in n}
     if with_mask:
         seg_opt.step()
     det_opt.step()
@@ -238,8 +254,17 @@ def test_one_training_step_matches_the_original(mvfa: SimpleNamespace, with_mask
     optimizer.zero_grad()
     ours_loss.backward()
     grads = {n.removeprefix("model."): p.grad for n, p in module.named_parameters() if "adapters" in n}
+    assert {n for n, g in grads.items() if g is None} == {n for n, g in expected_grads.items() if g is None}
+    relative = max(
+        float((grads[n] - g).abs().max() / g.abs().max())
+        for n, g in expected_grads.items()
+        if g is not None and g.any()
+    )
+    print(
+        f"MVFA parity step with_mask={with_mask}: loss {float(ours_loss - loss):.2e}, max relative grad {relative:.2e}"
+    )
     for name, grad in expected_grads.items():
-        if grad.abs().max() > 0:
+        if grad is not None and grad.abs().max() > 0:
             assert (grads[name] - grad).abs().max() <= TOL * grad.abs().max(), name
     module.on_before_optimizer_step(optimizer)
     optimizer.step()
