@@ -337,16 +337,12 @@ class MVFA(MedCLIPModuleMixin, AnomalibModule):
         score = self._selection_score()
         self._outputs = []
         if score is None:
-            logger.warning("MVFA selection: one class only on the %s split; epoch %d not scored.", *self._where())
+            logger.warning("MVFA selection: one class only on the %s split; epoch not scored.", self.selection)
             return
         if self._best is None or score >= self._best["score"]:
             state = {k: v.detach().clone() for k, v in self.model.state_dict().items() if not k.startswith("backbone.")}
             self._best = {"score": score, "epoch": self.current_epoch, "state": state}
         self.log("selection_score", score)
-
-    def _where(self) -> tuple[str, int, float]:
-        best = self._best or {}
-        return self.selection, best.get("epoch", self.current_epoch), best.get("score", float("nan"))
 
     def on_fit_end(self) -> None:
         """Restore the selected epoch's adapters (and fusion ranges) and the trainer's validation limit."""
