@@ -192,9 +192,9 @@ def main() -> None:
     with torch.no_grad():
         text = utils.encode_text_with_prompt_ensemble(clip, "Liver", DEVICE)
     ours = MVFA(
-        backbone="ViT-L-14-336", pretrained=str(tmp / "vit_l.pt"), image_size=size, object_name="Liver",
-        official_checkpoint=str(tmp / "adapters.pth"), few_shot=False,
+        backbone="ViT-L-14-336", pretrained=str(tmp / "vit_l.pt"), image_size=size, object_name="Liver", few_shot=False,
     ).to(DEVICE)  # fmt: skip
+    ours.model.load_official_checkpoint(tmp / "adapters.pth")  # trainable, with the original's adapters
     ours.model.setup_text("Liver")
     ours.model.text_features()  # encoded once and cached, as the original's text_features before its loop
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(2)).to(DEVICE)

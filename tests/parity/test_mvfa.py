@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from anomalib.data import ImageBatch
 
 from anomalib_medclip import MVFA
-from anomalib_medclip.models.mvfa.torch_model import augment_views, score_ranges
+from anomalib_medclip.models.mvfa.torch_model import augment_views, fusion_ranges
 
 LAYERS = [6, 12, 18, 24]
 SIZE = 240
@@ -73,11 +73,15 @@ def _reset(mvfa: SimpleNamespace) -> None:
     mvfa.model.load_state_dict({**mvfa.model.state_dict(), **_adapters(mvfa)})
 
 
-def _ours(mvfa: SimpleNamespace, **kwargs: object) -> MVFA:
+def _ours(mvfa: SimpleNamespace, trainable: bool = False, **kwargs: object) -> MVFA:
+    """Ours with the original's adapters: through ``official_checkpoint``, or loaded into a trainable model."""
+    adapters = str(mvfa.tmp / "Liver.pth")
     module = MVFA(
         backbone="ViT-L-14-336", pretrained=str(mvfa.weights), image_size=SIZE, object_name=OBJECT,
-        official_checkpoint=str(mvfa.tmp / "Liver.pth"), **kwargs,
+        official_checkpoint=None if trainable else adapters, **kwargs,
     )  # fmt: skip
+    if trainable:
+        module.model.load_official_checkpoint(adapters)
     module.model.setup_text(OBJECT)
     return module
 
@@ -183,7 +187,7 @@ def test_scores_and_maps_match_the_original(mvfa: SimpleNamespace, data: SimpleN
     det_score = 0.5 * minmax(torch.stack([e["det"] for e in expected])) + 0.5 * minmax(
         torch.stack([e["few_det"] for e in expected])
     )
-    model.set_score_ranges(score_ranges([seg_parts, det_parts]))
+    model.set_score_ranges(fusion_ranges([seg_parts, det_parts]))
     seg_fused, det_fused = model.fuse(seg_parts), model.fuse(det_parts)
     # min-max over a few images magnifies the parts' float differences by 1 / (max - min) (both sides alike)
     gain = float(1 / (model.score_ranges[:, 1] - model.score_ranges[:, 0]).min())
@@ -246,7 +250,7 @@ def test_one_training_step_matches_the_original(mvfa: SimpleNamespace, with_mask
     det_opt.step()
     expected_state = {n: p.detach().clone() for n, p in original.named_parameters() if "adapters" in n}
 
-    module = _ours(mvfa, few_shot=False)
+    module = _ours(mvfa, trainable=True, few_shot=False)
     optimizer = module.configure_optimizers()
     batch = ImageBatch(image=image, gt_label=label.long(), gt_mask=mask.bool() if with_mask else None)
     ours_loss = module.training_step(batch)

@@ -45,7 +45,7 @@ from anomalib_medclip.backbones import Activation, PosEmbedMode, config_patch_si
 from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
 from anomalib_medclip.models.components.losses import MapLoss
 from anomalib_medclip.models.components.official import original_activation
-from anomalib_medclip.models.mvfa.torch_model import MVFAModel, augment_views, score_ranges
+from anomalib_medclip.models.mvfa.torch_model import MVFAModel, augment_views, fusion_ranges
 from anomalib_medclip.volumes import VolumeEvaluator
 
 __all__ = ["MVFA"]
@@ -209,7 +209,7 @@ class MVFA(MedCLIPModuleMixin, AnomalibModule):
         loaders = [loaders] if isinstance(loaders, torch.utils.data.DataLoader) else list(loaders)
         with torch.no_grad():
             parts = [self.model.raw_scores(self._transform(b.image.to(self.device))) for ld in loaders for b in ld]
-        self.model.set_score_ranges(score_ranges(parts))
+        self.model.set_score_ranges(fusion_ranges(parts))
         logger.info("MVFA few-shot: fusion ranges from %d images (extra pass).", sum(len(p.det_score) for p in parts))
 
     def on_validation_start(self) -> None:

@@ -42,7 +42,7 @@ from anomalib_medclip.models.components.official import check_state, read_offici
 from anomalib_medclip.models.components.text import ensemble_text_features
 from anomalib_medclip.prompts import ensemble_sentences
 
-__all__ = ["OFFICIAL_KEYS", "Adapter", "MVFAModel", "RawScores", "augment_views", "score_ranges"]
+__all__ = ["OFFICIAL_KEYS", "Adapter", "MVFAModel", "RawScores", "augment_views", "fusion_ranges"]
 
 OFFICIAL_KEYS = ("seg_adapters", "det_adapters")
 LOGIT_SCALE = 100.0  # fixed in the original
@@ -309,7 +309,7 @@ class MVFAModel(DynamicBufferMixin, PromptedModel):
         return self.fuse(self.raw_scores(images))
 
 
-def score_ranges(parts: Sequence[RawScores]) -> torch.Tensor:
+def fusion_ranges(parts: Sequence[RawScores]) -> torch.Tensor:
     """Min-max ranges ``(4, 2)`` of the raw parts over a calibration split (``[0, 1]`` for a part not computed).
 
     Raises:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from scipy.spatial.distance import cdist
 
 from anomalib_medclip.backbones import CLIPBackbone
-from anomalib_medclip.models.mvfa.torch_model import MVFAModel, RawScores, augment_views, score_ranges
+from anomalib_medclip.models.mvfa.torch_model import MVFAModel, RawScores, augment_views, fusion_ranges
 
 LAYERS = (3, 6, 9, 12)
 SIZE = 32
@@ -179,7 +179,7 @@ def test_batch_equals_singles(backbone: CLIPBackbone, map_score: bool) -> None:
         zero_singles = [model(image[None]) for image in images]
         model.set_support(_images(2, 6))
         model.map_image_score = torch.tensor(map_score)
-        model.set_score_ranges(score_ranges([model.raw_scores(images)]))
+        model.set_score_ranges(fusion_ranges([model.raw_scores(images)]))
         few = model(images)
         few_singles = [model(image[None]) for image in images]
     for batch, singles in ((zero, zero_singles), (few, few_singles)):
@@ -198,7 +198,7 @@ def test_fusion_is_min_max_of_the_parts(model: MVFAModel) -> None:
     det = model.fuse(raw._replace(few_map=None, few_score=torch.tensor([0.5, 1.0])))
     assert torch.allclose(det.pred_score, torch.tensor([0.1 + 0.25, 0.2 + 0.5]))
     with pytest.raises(ValueError, match="few_map"):
-        score_ranges([raw._replace(few_map=torch.ones(2, 1, 2, 2))])
+        fusion_ranges([raw._replace(few_map=torch.ones(2, 1, 2, 2))])
     model.score_ranges = torch.empty(0)
 
 
@@ -242,7 +242,7 @@ def test_state_dict_round_trip_keeps_support_and_ranges(backbone: CLIPBackbone) 
     model.map_image_score = torch.tensor(True)
     images = _images(3, 9)
     with torch.no_grad():
-        model.set_score_ranges(score_ranges([model.raw_scores(images)]))
+        model.set_score_ranges(fusion_ranges([model.raw_scores(images)]))
         expected = model(images)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
     fresh = MVFAModel(backbone, LAYERS)
