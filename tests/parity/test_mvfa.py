@@ -274,7 +274,14 @@ def test_one_training_step_matches_the_original(mvfa: SimpleNamespace, with_mask
     optimizer.step()
     state = {n.removeprefix("model."): p.detach() for n, p in module.named_parameters() if "adapters" in n}
     for name, value in expected_state.items():
-        assert (state[name] - value).abs().max() <= TOL * value.abs().max(), name
+        grad = expected_grads[name]
+        if grad is None:
+            assert torch.equal(state[name], value), name
+            continue
+        # Adam's first step is lr * sign(g) where |g| >> eps: compare where the gradient is well resolved (entries
+        # near eps = 1e-8 flip with any rounding of g, on either side)
+        resolved = grad.abs() > 1e-3 * grad.abs().max()
+        assert ((state[name] - value)[resolved]).abs().max() <= TOL * 1e-3, name  # lr 1e-3
     moved = {n for n in expected_state if not torch.equal(expected_state[n], _adapters(mvfa)[n])}
     assert any(n.startswith("seg") for n in moved) == with_mask  # det-only batches leave the seg adapters
 

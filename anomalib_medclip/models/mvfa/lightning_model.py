@@ -138,7 +138,7 @@ class MVFA(MedCLIPModuleMixin, AnomalibModule):
         if official_checkpoint is not None:
             self.model.load_official_checkpoint(official_checkpoint)
         self.object_name = object_name
-        self.map_loss = MapLoss.reference(normal_dice=False)
+        self.map_loss = MapLoss.reference(normal_dice=False, focal_smoothing=1e-5)  # MVFA's loss.py, exactly
         self.official_checkpoint = official_checkpoint
         self.few_shot, self.image_score, self.selection, self.lr = few_shot, image_score, selection, lr
         self._trained_seg = True  # whether the last training batch trained the segmentation adapters

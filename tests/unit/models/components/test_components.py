@@ -4,7 +4,7 @@ import torch
 from scipy import ndimage
 
 from anomalib_medclip.models.components import GaussianSmoothing
-from anomalib_medclip.models.components.losses import MapLoss
+from anomalib_medclip.models.components.losses import MapLoss, focal_loss
 
 
 @pytest.mark.parametrize(("sigma", "size"), [(4.0, 64), (4.0, 9), (1.5, 20), (0.0, 12)])
@@ -30,3 +30,16 @@ def test_map_loss_one_sided_dice() -> None:
     inter = (probs[:, 1] * gt).sum((1, 2))
     dice = (1 - (2 * inter + 1e-5) / (probs[:, 1].sum((1, 2)) + gt.sum((1, 2)) + 1e-5)).mean()
     assert torch.allclose(MapLoss(normal_dice=False)(probs, mask), focal + dice, atol=1e-5)
+
+
+def test_focal_label_smoothing_equals_numpy_formula() -> None:
+    """MVFA's ``FocalLoss(smooth=1e-5)``: clamped one-hot targets and ``p_t + s`` (numpy, float64)."""
+    probs_anom = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    probs = torch.cat([1 - probs_anom, probs_anom], dim=1)
+    mask = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2)) > 0.5
+    p, m, s = probs.double().numpy(), mask.numpy(), 1e-5
+    target = np.clip(np.stack([~m, m], axis=1).astype(np.float64), s, 1 - s)
+    p_t = (target * p).sum(axis=1) + s
+    expected = float(np.mean(-((1 - p_t) ** 2) * np.log(p_t)))
+    assert focal_loss(probs, mask, label_smoothing=s).item() == pytest.approx(expected, rel=1e-5)
+    assert focal_loss(probs, mask).item() != pytest.approx(expected, rel=1e-7)  # the smoothing is a real term
