@@ -42,7 +42,7 @@ def _outputs(model: torch.nn.Module, images: torch.Tensor = IMAGES) -> tuple[tor
 
 
 def test_every_model_is_listed() -> None:
-    assert MODELS == ["AdaCLIP", "AnoVL", "AnomalyCLIP", "AprilGAN", "MedCrossModalCLIP", "VAND", "VanillaCLIP"]
+    assert MODELS == ["AdaCLIP", "AnoVL", "AnomalyCLIP", "AprilGAN", "MVFA", "MedCrossModalCLIP", "VAND", "VanillaCLIP"]
 
 
 @pytest.mark.parametrize("name", MODELS)
