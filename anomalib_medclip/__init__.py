@@ -13,6 +13,7 @@ from anomalib_medclip import data, models
 from anomalib_medclip.demo import DemoImages
 from anomalib_medclip.models import (
     AACLIP,
+    MVFA,
     VAND,
     AdaCLIP,
     AnomalyCLIP,
@@ -26,6 +27,7 @@ from anomalib_medclip.models import (
 
 __all__ = [
     "AACLIP",
+    "MVFA",
     "VAND",
     "AdaCLIP",
     "AnoVL",

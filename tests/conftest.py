@@ -32,6 +32,7 @@ TINY_OPTIONS: dict[str, dict[str, object]] = {  # per model: what exercises its 
     "VAND": {"object_name": "toy"},
     "AnoVL": {"object_name": "toy", "tta_steps": 2, "domains": ["photo"]},
     "AACLIP": {"object_name": "toy", "text_epochs": 1, "smoothing_kernel": 3},
+    "MVFA": {"object_name": "toy"},
 }
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "ClipInfo",
     "WeightsUnavailableError",
     "config_activation",
+    "config_patch_size",
     "create_clip",
     "create_tokenizer",
     "local_weights",
@@ -220,6 +221,18 @@ def native_image_size(name: str) -> int | None:
     """
     config = None if name.startswith(HF_HUB_PREFIX) else open_clip.get_model_config(name)
     return int(config["vision_cfg"]["image_size"]) if config else None
+
+
+def config_patch_size(name: str) -> int | None:
+    """Patch size of an open_clip ViT architecture's config (``None`` for ``hf-hub:`` ids and unknown names).
+
+    Example:
+        >>> config_patch_size("ViT-L-14-336")
+        14
+    """
+    config = None if name.startswith(HF_HUB_PREFIX) else open_clip.get_model_config(name)
+    patch = config.get("vision_cfg", {}).get("patch_size") if config else None
+    return int(patch) if patch else None
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -206,9 +206,12 @@ class GridJob(Job):
         metrics = {key: float(value) for result in results for key, value in result.items()}
         output_dir = Path(engine.trainer.default_root_dir)
         volumes = _volume_summary(output_dir)
+        protocol = {"thresholds_and_normalisation": calibration, **volumes.get("protocol", {})}
+        if selection := getattr(model, "describe", dict)().get("model_selection"):  # MVFA: how its epoch was chosen
+            protocol["model_selection"] = selection
         return {
             "metrics": {**metrics, **volumes.get("metrics", {})},
-            "protocol": {"thresholds_and_normalisation": calibration, **volumes.get("protocol", {})},
+            "protocol": protocol,
             "output_dir": str(output_dir),
         }
 

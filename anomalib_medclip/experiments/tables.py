@@ -6,7 +6,8 @@
 - ``table.csv``: the paper layout, one row per ``table.rows`` key, and per ``table.columns`` key and metric the
   mean, the sample standard deviation (ddof=1) over the seeds that finished, their count and the failed count;
 - ``table.md``: the same as text (``mean ± std``, scaled by ``table.scale``), the protocol, and every failed cell
-  with its error. A table entry without any finished seed reads ``failed`` (some seed crashed) or ``pending``.
+  with its error; rows with a test-set-selected cell (MVFA's ``selection=test_set``) are marked † and listed. A
+  table entry without any finished seed reads ``failed`` (some seed crashed) or ``pending``.
 
 Every write is atomic.
 """
@@ -26,6 +27,10 @@ from anomalib_medclip.utils import write_atomic
 __all__ = ["cell_records", "summarise", "write_tables"]
 
 _ARROW = "->"
+TEST_SET_SELECTED_NOTE = (
+    "These cells kept the epoch that scored best on the test split (the original MVFA code's choice, "
+    "`selection=test_set`): their numbers are not valid zero-shot or few-shot results."
+)
 
 
 def cell_records(cells: list[Cell], root: Path) -> pd.DataFrame:
@@ -40,6 +45,9 @@ def cell_records(cells: list[Cell], root: Path) -> pd.DataFrame:
             "seed": cell.seed,
             "status": state,
             "error": (result or {}).get("error"),
+            "test_set_selected": bool(
+                ((result or {}).get("protocol") or {}).get("model_selection", {}).get("test_set_selected", False)
+            ),
         }
         row.update((result or {}).get("metrics", {}) if state == "ok" else {})
         rows.append(row)
@@ -150,9 +158,16 @@ def _markdown(spec: GridSpec, summary: pd.DataFrame, records: pd.DataFrame, seed
         "| " + " | ".join(headers) + " |",
         "|" + "---|" * len(headers),
     ]
+    selected = records[records.test_set_selected] if "test_set_selected" in records else records.iloc[:0]
+    marked = {tuple(str(v) for v in key) for key in selected[rows].itertuples(index=False)}
     for _, row in summary.iterrows():
         values = [str(row[key]) for key in rows] + [_entry(row, name, prefix, scale) for name, prefix in cells]
+        if tuple(str(row[key]) for key in rows) in marked:
+            values[len(rows) - 1] += " † test-set-selected"
         lines.append("| " + " | ".join(v.replace("->", "→") for v in values) + " |")
+    if not selected.empty:
+        lines += ["", "## † Test-set-selected cells", "", TEST_SET_SELECTED_NOTE, ""]
+        lines += [f"- `{cell}`" for cell in selected.cell]
     failed = records[records.status == "failed"]
     if not failed.empty:
         lines += ["", "## Failed cells", ""]

@@ -10,10 +10,12 @@ from anomalib_medclip.models.ano_vl import AnoVL
 from anomalib_medclip.models.anomaly_clip import AnomalyCLIP
 from anomalib_medclip.models.april_gan import VAND, AprilGAN
 from anomalib_medclip.models.cross_modal_clip import MedCrossModalCLIP
+from anomalib_medclip.models.mvfa import MVFA
 from anomalib_medclip.models.vanilla_clip import VanillaCLIP
 
 __all__ = [
     "AACLIP",
+    "MVFA",
     "VAND",
     "AdaCLIP",
     "AnoVL",
@@ -26,7 +28,8 @@ __all__ = [
 ]
 
 _MODELS: dict[str, type[AnomalibModule]] = {
-    cls.__name__: cls for cls in (AACLIP, AdaCLIP, AnoVL, AnomalyCLIP, AprilGAN, MedCrossModalCLIP, VAND, VanillaCLIP)
+    cls.__name__: cls
+    for cls in (AACLIP, AdaCLIP, AnoVL, AnomalyCLIP, AprilGAN, MVFA, MedCrossModalCLIP, VAND, VanillaCLIP)
 }
 
 

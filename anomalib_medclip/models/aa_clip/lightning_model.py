@@ -146,7 +146,7 @@ class AACLIP(MedCLIPModuleMixin, AnomalibModule):
         if official_checkpoint is not None:
             self.model.load_official_checkpoint(official_checkpoint, text_file)
         self.object_name = object_name
-        self.map_loss = MapLoss.reference(normal_dice=True, focal_smooth=1e-5)  # saturated 100*cos maps
+        self.map_loss = MapLoss.reference(normal_dice=True, focal_smoothing=1e-5)  # saturated 100*cos maps
         self.official_checkpoint = official_checkpoint
         self.text_epochs, self.image_epochs = text_epochs, image_epochs
         self.text_lr, self.image_lr, self.text_norm_weight = text_lr, image_lr, text_norm_weight

@@ -34,40 +34,16 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medclip.backbones import (
-    Activation,
-    PosEmbedMode,
-    config_activation,
-    native_image_size,
-    openai_weights_evidence,
-)
+from anomalib_medclip.backbones import Activation, PosEmbedMode
 from anomalib_medclip.models.april_gan.torch_model import AprilGANModel
 from anomalib_medclip.models.components import MedCLIPModuleMixin, quarter_layers
 from anomalib_medclip.models.components.losses import MapLoss
+from anomalib_medclip.models.components.official import original_activation
 from anomalib_medclip.volumes import VolumeEvaluator
 
 __all__ = ["VAND", "AprilGAN", "original_activation"]
 
 logger = logging.getLogger(__name__)
-
-
-def original_activation(backbone: str, pretrained: str | Path | None, image_size: int | None) -> Activation:
-    """The MLP activation the original code builds.
-
-    Its vendored open_clip loads OpenAI weights as the QuickGELU model only at the native input size; at any other
-    size it builds ``CLIP(**config)``, i.e. the config's activation (``nn.GELU``, not what the weights were trained
-    with). OpenAI weights are the ``openai`` tag or a local file that holds them (the offline substitute for the tag,
-    see :func:`~anomalib_medclip.backbones.openai_weights_evidence`); other weights get the config's activation;
-    ``hf-hub:`` models keep their own (``"auto"``).
-    """
-    activation = config_activation(backbone)
-    if activation == "auto" or pretrained is None:
-        return activation
-    is_file = Path(str(pretrained)).expanduser().is_file()
-    openai = str(pretrained).lower() == "openai" or (is_file and openai_weights_evidence(backbone, pretrained))
-    if openai:
-        return "quick_gelu" if image_size in {None, native_image_size(backbone)} else activation
-    return activation
 
 
 class AprilGAN(MedCLIPModuleMixin, AnomalibModule):

@@ -32,6 +32,7 @@ from torch import nn
 from anomalib_medclip.backbones import CLIPBackbone
 from anomalib_medclip.models.components import GaussianSmoothing, PromptedModel, upsample_patch_values
 from anomalib_medclip.models.components.official import check_state, read_official_state, save_official_state
+from anomalib_medclip.models.components.text import ensemble_text_features
 from anomalib_medclip.prompts import ensemble_sentences
 
 __all__ = ["OFFICIAL_KEY", "AprilGANModel"]
@@ -76,17 +77,9 @@ class AprilGANModel(DynamicBufferMixin, PromptedModel):
         self.sentences = ensemble_sentences(object_name)
 
     def text_features(self) -> torch.Tensor:
-        """Normal and abnormal text features ``(D, 2)`` of the prompt ensemble.
-
-        The backbone encodes the 420 sentences once per device and dtype (in groups of equal length, each truncated
-        at its end-of-text token: exact under CLIP's causal mask, about 7x fewer token positions than 77-token
-        sequences) and caches them; each state's L2-normalised features are averaged and normalised again.
-        """
+        """Normal and abnormal text features ``(D, 2)`` of the 420-sentence ensemble (cached by the backbone)."""
         self._require_text()
-        normal, abnormal = self.sentences
-        features = self.backbone.encode_fixed_text([*normal, *abnormal], normalize=True)
-        groups = (features[: len(normal)], features[len(normal) :])
-        return torch.stack([F.normalize(group.mean(dim=0), dim=-1) for group in groups], dim=1)
+        return ensemble_text_features(self.backbone, *self.sentences)
 
     @torch.no_grad()
     def setup_memory(self, reference_images: torch.Tensor) -> None:

@@ -21,9 +21,15 @@ from pathlib import Path
 
 import torch
 
+from anomalib_medclip.backbones import (
+    Activation,
+    config_activation,
+    native_image_size,
+    openai_weights_evidence,
+)
 from anomalib_medclip.utils import write_atomic
 
-__all__ = ["check_state", "read_official_state", "save_official_state"]
+__all__ = ["check_state", "original_activation", "read_official_state", "save_official_file", "save_official_state"]
 
 
 def read_official_state(path: str | Path, *, method: str, key: str | None = None) -> dict[str, torch.Tensor]:
@@ -85,5 +91,35 @@ def check_state(
 
 def save_official_state(state: Mapping[str, torch.Tensor], path: str | Path, *, key: str | None = None) -> Path:
     """Write ``{key: state}`` (or the flat ``state``) atomically, on the CPU, in the original's layout."""
-    tensors = {name: value.detach().cpu() for name, value in state.items()}
-    return write_atomic(Path(path).expanduser(), lambda tmp: torch.save({key: tensors} if key else tensors, tmp))
+    return save_official_file({key: state} if key else state, path)
+
+
+def save_official_file(content: Mapping[str, object], path: str | Path) -> Path:
+    """Write a dict of tensors or of dicts of tensors (``{"seg_adapters": {...}, ...}``) atomically, on the CPU."""
+
+    def cpu(value: object) -> object:
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu()
+        return {name: cpu(item) for name, item in value.items()}  # type: ignore[union-attr]
+
+    tensors = {name: cpu(value) for name, value in content.items()}
+    return write_atomic(Path(path).expanduser(), lambda tmp: torch.save(tensors, tmp))
+
+
+def original_activation(backbone: str, pretrained: str | Path | None, image_size: int | None) -> Activation:
+    """The MLP activation the originals' vendored open_clip builds (APRIL-GAN, MVFA).
+
+    Its vendored open_clip loads OpenAI weights as the QuickGELU model only at the native input size; at any other
+    size it builds ``CLIP(**config)``, i.e. the config's activation (``nn.GELU``, not what the weights were trained
+    with). OpenAI weights are the ``openai`` tag or a local file that holds them (the offline substitute for the tag,
+    see :func:`~anomalib_medclip.backbones.openai_weights_evidence`); other weights get the config's activation;
+    ``hf-hub:`` models keep their own (``"auto"``).
+    """
+    activation = config_activation(backbone)
+    if activation == "auto" or pretrained is None:
+        return activation
+    is_file = Path(str(pretrained)).expanduser().is_file()
+    openai = str(pretrained).lower() == "openai" or (is_file and openai_weights_evidence(backbone, pretrained))
+    if openai:
+        return "quick_gelu" if image_size in {None, native_image_size(backbone)} else activation
+    return activation

@@ -20,12 +20,29 @@ phrase at construction and set :attr:`PromptedModel.object_agnostic`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PromptedModel"]
+if TYPE_CHECKING:
+    from anomalib_medclip.backbones import CLIPBackbone
+
+__all__ = ["PromptedModel", "ensemble_text_features"]
+
+
+def ensemble_text_features(backbone: CLIPBackbone, normal: Sequence[str], abnormal: Sequence[str]) -> torch.Tensor:
+    """Normal and abnormal text features ``(D, 2)`` of a fixed prompt ensemble (APRIL-GAN, MVFA).
+
+    The backbone encodes the sentences once per device and dtype (in groups of equal length, each truncated at its
+    end-of-text token: exact under CLIP's causal mask) and caches them; each state's L2-normalised features are
+    averaged and normalised again.
+    """
+    features = backbone.encode_fixed_text([*normal, *abnormal], normalize=True)
+    groups = (features[: len(normal)], features[len(normal) :])
+    return torch.stack([F.normalize(group.mean(dim=0), dim=-1) for group in groups], dim=1)
 
 
 class PromptedModel(nn.Module, ABC):

@@ -77,13 +77,13 @@ def test_dry_run_lists_every_cell_of_the_brats_met_table(capsys: pytest.CaptureF
 
 def test_dry_run_lists_every_cell_of_the_mvfa_tables(capsys: pytest.CaptureFixture) -> None:
     rows = _dry_run_cells(capsys, CONFIGS / "bmad_mvfa" / "grid.yaml")
-    models = ("VanillaCLIP", "MedCrossModalCLIP", "AnomalyCLIP", "AdaCLIP", "AprilGAN", "AnoVL")
+    models = ("VanillaCLIP", "MedCrossModalCLIP", "AnomalyCLIP", "AdaCLIP", "AprilGAN", "AnoVL", "MVFA")
     setups = ("zero-shot", "2-shot", "4-shot", "8-shot", "16-shot")
     categories = ("HIS", "ChestXray", "OCT17", "BrainMRI", "LiverCT", "RESC")
     expected = {f"{m}/{s}/{c}/seed0" for m in models for s in setups for c in categories}
     expected |= {f"AACLIP/zero-shot/{c}/seed0" for c in categories}  # a zero-shot method: no K-shot rows
     assert {row[0] for row in rows} == expected
-    assert len(rows) == 186
+    assert len(rows) == 216
 
 
 def test_grid_axes_multiply_the_cells_and_are_validated() -> None:

@@ -48,6 +48,7 @@ def test_every_model_is_listed() -> None:
         "AnoVL",
         "AnomalyCLIP",
         "AprilGAN",
+        "MVFA",
         "MedCrossModalCLIP",
         "VAND",
         "VanillaCLIP",

@@ -48,7 +48,7 @@ def test_one_adam_with_the_originals_two_settings(tiny_model) -> None:
     model = tiny_model("AACLIP", lr_milestones=(2, 4))
     assert model.learning_type == LearningType.ONE_CLASS
     assert model.model.backbone.info.quick_gelu is False  # "original": the config's GELU, as CLIP(**config)
-    assert model.map_loss.focal_smooth == 1e-5  # the original's focal label smoothing (saturated 100 * cos maps)
+    assert model.map_loss.focal_smoothing == 1e-5  # the original's focal label smoothing (saturated 100 * cos maps)
     config = model.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     text, image = optimizer.param_groups

@@ -32,15 +32,22 @@ def test_map_loss_one_sided_dice() -> None:
     assert torch.allclose(MapLoss(normal_dice=False)(probs, mask), focal + dice, atol=1e-5)
 
 
-def test_focal_label_smoothing_of_the_originals() -> None:
-    """``focal_smooth``: p_t = (1 - s) p_true + s p_other + s, in numpy; it bounds -log p_t of saturated maps."""
-    logits = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 40  # saturated, as 100 * cos
-    probs = logits.softmax(dim=1)
+def test_focal_label_smoothing_equals_numpy_formula() -> None:
+    """The originals' ``FocalLoss(smooth=1e-5)``: clamped one-hot targets and ``p_t + s`` (numpy, float64)."""
+    probs_anom = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    probs = torch.cat([1 - probs_anom, probs_anom], dim=1)
     mask = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2)) > 0.5
-    s, p = 1e-5, probs.double().numpy()
-    p_true = np.where(mask.numpy(), p[:, 1], p[:, 0])
-    p_t = (1 - s) * p_true + s * (1 - p_true) + s
+    p, m, s = probs.double().numpy(), mask.numpy(), 1e-5
+    target = np.clip(np.stack([~m, m], axis=1).astype(np.float64), s, 1 - s)
+    p_t = (target * p).sum(axis=1) + s
     expected = float(np.mean(-((1 - p_t) ** 2) * np.log(p_t)))
-    assert float(focal_loss(probs, mask, smooth=s)) == pytest.approx(expected, rel=1e-5)
-    reference = MapLoss.reference(normal_dice=True, focal_smooth=s)(probs, mask)
-    assert float(reference - MapLoss.reference(normal_dice=True)(probs, mask)) < -0.1  # unsmoothed: far larger
+    assert focal_loss(probs, mask, label_smoothing=s).item() == pytest.approx(expected, rel=1e-5)
+    assert focal_loss(probs, mask).item() != pytest.approx(expected, rel=1e-7)  # the smoothing is a real term
+
+
+def test_focal_label_smoothing_bounds_saturated_maps() -> None:
+    """On saturated maps (AA-CLIP's ``100 * cos``) the smoothing bounds ``-log p_t``; unsmoothed, the loss is larger."""
+    probs = (torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 40).softmax(dim=1)
+    mask = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2)) > 0.5
+    smoothed = MapLoss.reference(normal_dice=True, focal_smoothing=1e-5)(probs, mask)
+    assert float(smoothed - MapLoss.reference(normal_dice=True)(probs, mask)) < -0.1
