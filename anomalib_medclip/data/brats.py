@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
+from torch.utils.data import DataLoader, RandomSampler
 from torchvision.transforms.v2 import Transform
 
 from anomalib_medclip.data.nifti import (
@@ -77,6 +78,7 @@ from anomalib_medclip.data.nifti import (
 from anomalib_medclip.data.volume_slices import (
     Channels,
     NiftiSliceDataset,
+    PlaneBatchSampler,
     VolumeEvalLoadersMixin,
     check_channels,
     describe_inputs,
@@ -485,6 +487,7 @@ def make_brats_dataset(
     on_error: OnError = "raise",
     planes: list[str] | tuple[str, ...] = ("axial",),
     sequences: list[str] | tuple[str, ...] | None = None,
+    train_planes: list[str] | tuple[str, ...] = ("axial",),
 ) -> pd.DataFrame:
     """Build the BraTS slice table.
 
@@ -501,10 +504,11 @@ def make_brats_dataset(
         on_error: ``"raise"`` on a missing/corrupt file, or a segmentation off its image's grid or outside the label
             convention, or ``"skip"`` the case with a warning (then every image is fully decoded and checked here,
             so that no case fails later). Duplicate case names always raise. Defaults to ``"raise"``.
-        planes: Slice planes of the val and test splits (any of ``axial``, ``coronal``, ``sagittal``); the train
-            split stays axial. Defaults to ``("axial",)``.
+        planes: Slice planes of the val and test splits (any of ``axial``, ``coronal``, ``sagittal``). Defaults to
+            ``("axial",)``.
         sequences: Three modalities whose same slice fills the three input channels (the first is the reference:
             ``image_path``, brain mask, 3D evaluation); adds ``channel_paths``. Defaults to ``None`` (``modality``).
+        train_planes: Slice planes of the train split (same choices). Defaults to ``("axial",)``.
 
     Returns:
         One row per slice: ``image_path`` (volume), ``mask_path`` (seg), ``label_index``, ``volume_id``,
@@ -513,18 +517,18 @@ def make_brats_dataset(
     if on_error not in {"raise", "skip"}:
         msg = f"on_error={on_error!r}; expected 'raise' or 'skip'."
         raise ValueError(msg)
-    planes = check_planes(planes)
+    planes, train_planes = check_planes(planes), check_planes(train_planes)
     sequences = check_sequences(sequences)
     if sequences:
         modality = sequences[0]
-    built = check_planes(("axial", *planes))  # training is always axial
+    built = check_planes((*train_planes, *planes))
     samples = _case_table(Path(root), modality, "brain" in {slices, eval_slices}, on_error, built, sequences)
     if z_range is not None:
         _check_z_range(samples, z_range)
     assignment = split_subjects(sorted(set(samples.subject)), test_ratio, val_ratio, seed)
     samples["split"] = samples.subject.map(assignment)
     is_train = samples.split == Split.TRAIN.value
-    samples = samples[(is_train & (samples.plane == "axial")) | (~is_train & samples.plane.isin(planes))]
+    samples = samples[(is_train & samples.plane.isin(train_planes)) | (~is_train & samples.plane.isin(planes))]
     is_train = samples.split == Split.TRAIN.value
     samples = pd.concat(
         [select_slices(samples[is_train], slices, z_range), select_slices(samples[~is_train], eval_slices, z_range)]
@@ -578,6 +582,7 @@ class BraTSDataset(NiftiSliceDataset):
         planes: Val/test slice planes. Defaults to ``None`` (axial).
         channels: ``repeat``, ``adjacent`` or ``sequences`` (see ``volume_slices``). Defaults to ``"repeat"``.
         sequences: The three modalities of ``channels='sequences'``. Defaults to ``None``.
+        train_planes: Train slice planes. Defaults to ``None`` (axial).
     """
 
     def __init__(
@@ -597,11 +602,12 @@ class BraTSDataset(NiftiSliceDataset):
         planes: list[str] | None = None,
         channels: Channels = "repeat",
         sequences: list[str] | None = None,
+        train_planes: list[str] | None = None,
     ) -> None:
         check_channels(channels, sequences)
         samples = make_brats_dataset(
             root, modality, split, test_ratio, val_ratio, seed, slices, eval_slices, z_range, on_error,
-            planes or ("axial",), sequences,
+            planes or ("axial",), sequences, train_planes or ("axial",),
         )  # fmt: skip
         super().__init__(samples, augmentations=augmentations, cache_size=cache_size, channels=channels)
         self.category = canonical_modality(sequences[0] if sequences else modality)
@@ -632,14 +638,16 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
         augmentations: Augmentations for every split without its own. Defaults to ``None``.
         seed: Seed of the subject split. Defaults to ``0``.
         planes: Slice planes served for validation and test (``[axial]``, or any subset of ``axial``, ``coronal``,
-            ``sagittal``: tri-planar inference, fused per voxel by the 3D evaluation); training stays axial.
-            Defaults to ``None`` (axial).
+            ``sagittal``: tri-planar inference, fused per voxel by the 3D evaluation). Defaults to ``None`` (axial).
         channels: What fills CLIP's three input channels: ``repeat`` (the slice, 3 times), ``adjacent`` (2.5D:
             slices k-1, k, k+1, edges repeat) or ``sequences`` (the same slice of ``sequences``). Defaults to
             ``"repeat"``.
         sequences: Three modalities for ``channels='sequences'``, any order, either naming (e.g.
             ``[t2f, t1c, t2w]``); the first is the reference (brain mask, 3D evaluation, overlays) and replaces
             ``modality``. Defaults to ``None``.
+        train_planes: Slice planes served for training (same choices; an option: training on several planes
+            changes what the model learns). Batches never mix planes (:class:`PlaneBatchSampler`). Defaults to
+            ``None`` (axial).
     """
 
     def __init__(
@@ -664,6 +672,7 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
         planes: list[str] | None = None,
         channels: Channels = "repeat",
         sequences: list[str] | None = None,
+        train_planes: list[str] | None = None,
     ) -> None:
         check_channels(channels, sequences)
         super().__init__(
@@ -680,6 +689,7 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
         )
         self.root = Path(root)
         self.planes = check_planes(planes or ("axial",))
+        self.train_planes = check_planes(train_planes or ("axial",))
         self.channels = channels
         self.sequences = check_sequences(sequences)
         self.modality = self.sequences[0] if self.sequences else canonical_modality(modality)
@@ -710,7 +720,7 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
             "eval_slices": self.eval_slices,
             "z_range": self.z_range,
             "on_error": self.on_error,
-            **describe_inputs(self.planes, self.channels, self.sequences),
+            **describe_inputs(self.planes, self.channels, self.sequences, self.train_planes),
         }
 
     def _setup(self, _stage: str | None = None) -> None:
@@ -728,6 +738,7 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
             self.on_error,
             self.planes,
             self.sequences,
+            self.train_planes,
         )
         for split, ratio in self.ratios.items():
             part = samples[samples.split == split.value].copy()
@@ -737,6 +748,15 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
                 raise ValueError(msg)
             dataset = NiftiSliceDataset(part, cache_size=self.cache_size, channels=self.channels)
             setattr(self, f"{split.value}_data", dataset)
+
+    def train_dataloader(self) -> DataLoader:
+        """The shuffled train loader of anomalib; with several ``train_planes``, batches of one plane each."""
+        if len(self.train_planes) == 1:
+            return super().train_dataloader()
+        planes = self.train_data.samples.plane.tolist()
+        sampler = PlaneBatchSampler(RandomSampler(self.train_data), self.train_batch_size, planes=planes)
+        collate = self.external_collate_fn or self.train_data.collate_fn
+        return DataLoader(self.train_data, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate)
 
     def _create_test_split(self) -> None:
         """Keep the subject-level test split (anomalib's ``split_by_label`` would reorder and copy it)."""

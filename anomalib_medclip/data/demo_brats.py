@@ -188,6 +188,7 @@ class DemoBraTS(BraTS):
         planes: Val/test slice planes (see :class:`BraTS`). Defaults to ``None`` (axial).
         channels: ``repeat``, ``adjacent`` or ``sequences`` (see :class:`BraTS`). Defaults to ``"repeat"``.
         sequences: The three modalities of ``channels='sequences'``. Defaults to ``None``.
+        train_planes: Train slice planes (see :class:`BraTS`). Defaults to ``None`` (axial).
     """
 
     def __init__(
@@ -208,6 +209,7 @@ class DemoBraTS(BraTS):
         planes: list[str] | None = None,
         channels: Channels = "repeat",
         sequences: list[str] | None = None,
+        train_planes: list[str] | None = None,
     ) -> None:
         super().__init__(
             root=root,
@@ -224,6 +226,7 @@ class DemoBraTS(BraTS):
             planes=planes,
             channels=channels,
             sequences=sequences,
+            train_planes=train_planes,
         )
         self.n_subjects = n_subjects
         self.generation_seed = generation_seed

@@ -116,20 +116,31 @@ class VoxelCurves(BinaryAUROC):
             raise ValueError(msg)
         super().__init__(thresholds=thresholds, **kwargs)
 
+    chunk = 1 << 20  # voxels binned at a time: the temporaries stay a few MiB, reused, not freshly mapped per volume
+
     def update(self, preds: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
-        """Add voxels: scores and binary labels of the same shape."""
-        scores = torch.as_tensor(preds).to(self.thresholds).reshape(-1).clamp(0, 1)
-        labels = torch.as_tensor(target).reshape(-1).bool().to(scores.device)
+        """Add voxels: scores and binary labels of the same shape (binned in blocks of :attr:`chunk` voxels)."""
+        scores, labels = torch.as_tensor(preds).reshape(-1), torch.as_tensor(target).reshape(-1)
+        size = len(self.thresholds)
+        counts = torch.zeros(2 * size, dtype=torch.long, device=self.thresholds.device)
+        for start in range(0, len(scores), self.chunk):
+            block = slice(start, start + self.chunk)
+            counts += self._histogram(scores[block], labels[block])
+        for truth, histogram in enumerate(counts.view(2, size)):  # truth 0 = negative, 1 = positive voxels
+            above = histogram.flip(0).cumsum(0).flip(0)  # voxels with score >= threshold k
+            self.confmat[:, truth, 1] += above
+            self.confmat[:, truth, 0] += histogram.sum() - above
+
+    def _histogram(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Counts ``(2 * thresholds,)`` of the last threshold <= each score, negatives first then positives."""
+        scores = preds.to(self.thresholds).clamp(0, 1)
+        labels = target.bool().to(scores.device)
         size, thresholds = len(self.thresholds), self.thresholds
         # last threshold <= score (searchsorted's answer): the evenly spaced grid gives it up to one step, corrected
         bins = (scores * (size - 1)).long().clamp_(0, size - 1)
         bins -= (thresholds[bins] > scores).long()
         bins += ((bins < size - 1) & (thresholds[(bins + 1).clamp_(max=size - 1)] <= scores)).long()
-        histograms = torch.bincount(bins + size * labels.long(), minlength=2 * size).view(2, size)
-        for truth, histogram in enumerate(histograms):  # truth 0 = negative, 1 = positive voxels
-            above = histogram.flip(0).cumsum(0).flip(0)  # voxels with score >= threshold k
-            self.confmat[:, truth, 1] += above
-            self.confmat[:, truth, 0] += histogram.sum() - above
+        return torch.bincount(bins + size * labels.long(), minlength=2 * size)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """``voxel_auroc`` and ``voxel_f1_max`` (NaN when either class is missing)."""

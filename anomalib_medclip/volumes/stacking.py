@@ -131,14 +131,24 @@ def median_filter_at(score: np.ndarray, where: np.ndarray, size: int, out: np.nd
     if size <= 1:
         return score
     r = size // 2
-    padded = np.pad(np.asarray(score, np.float32), r, mode="symmetric")  # scipy's 'reflect' is numpy's 'symmetric'
-    order = "F" if padded.flags.f_contiguous and not padded.flags.c_contiguous else "C"
+    order = "F" if score.flags.f_contiguous and not score.flags.c_contiguous else "C"
+    # only the box of ``where`` plus r voxels is padded (a copy in the score's memory order): where the box plus r
+    # passes a volume border, the crop starts at that border and is reflected there, as the whole volume would be
+    box = _bounding_box(where) if where.any() else tuple(slice(0, 0) for _ in score.shape)
+    lo = [max(b.start - r, 0) for b in box]
+    hi = [min(b.stop + r, n) for b, n in zip(box, score.shape, strict=True)]
+    pads = [(r - (b.start - a), r - (z - b.stop)) for b, a, z in zip(box, lo, hi, strict=True)]
+    crop = score[tuple(slice(a, z) for a, z in zip(lo, hi, strict=True))].astype(np.float32, order=order)
+    padded = np.pad(crop, pads, mode="symmetric")  # scipy's 'reflect' is numpy's 'symmetric'
+    if padded.size and not padded.flags[f"{order}_CONTIGUOUS"]:
+        padded = padded.copy(order=order)
     steps = np.arange(-r, r + 1)
     strides = [stride // padded.itemsize for stride in padded.strides]
     offsets = (steps[:, None, None] * strides[0] + steps[:, None] * strides[1] + steps * strides[2]).ravel()
     flat = padded.ravel(order=order)  # a view: position i is memory offset i
     dims = score.shape if order == "C" else score.shape[::-1]  # slowest axis first
     padded_dims = padded.shape if order == "C" else padded.shape[::-1]
+    origin = [b.start - r for b in (box if order == "C" else box[::-1])]  # volume index of padded index 0
     out = np.zeros(score.shape, np.float32, order=order) if out is None else out
     out.fill(0)
     target = out.ravel(order=order)  # a view when ``out`` is contiguous in this order, else a copy (written back)
@@ -148,7 +158,7 @@ def median_filter_at(score: np.ndarray, where: np.ndarray, size: int, out: np.nd
         block = centres[start : start + _CHUNK]
         slow, rest = np.divmod(block, dims[1] * dims[2])
         mid, fast = np.divmod(rest, dims[2])
-        index = ((slow + r) * padded_dims[1] + mid + r) * padded_dims[2] + fast + r
+        index = ((slow - origin[0]) * padded_dims[1] + mid - origin[1]) * padded_dims[2] + fast - origin[2]
         values = np.take(flat, index[:, None] + offsets)
         target[block] = np.partition(values, middle, axis=1)[:, middle]
     if not np.may_share_memory(target, out):

@@ -20,6 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from lightning.pytorch import Callback
 
 from anomalib_medclip.data import DemoBraTS
 from anomalib_medclip.models import list_models
@@ -99,3 +100,28 @@ def test_every_model_runs_on_sequences_and_adjacent_slices(
         summary = json.loads(summary_path.read_text())
         assert summary["channels"] == channels
         assert summary["data"]["channel_scaling"]
+
+
+def test_engine_trains_on_three_planes(demo_root: Path, tmp_path: Path, tiny_model, cpu_engine) -> None:
+    """``train_planes``: the training batches hold each plane's slices (one plane per batch), every slice once."""
+    seen: list[tuple[str, str, int]] = []
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ARG002
+            assert len(set(batch.plane)) == 1
+            seen.extend(zip(batch.volume_id, batch.plane, batch.slice_index.tolist(), strict=True))
+
+    datamodule = DemoBraTS(
+        root=demo_root, n_subjects=3, num_workers=0, train_batch_size=64, eval_batch_size=64, slices="lesion",
+        eval_slices="lesion", train_planes=["axial", "coronal", "sagittal"],
+    )  # fmt: skip
+    engine = cpu_engine(tmp_path, max_epochs=1, callbacks=[Record()])
+    model = tiny_model("MedCrossModalCLIP")
+    engine.fit(model, datamodule=datamodule)
+    train = datamodule.train_data.samples
+    assert set(train.plane) == {"axial", "coronal", "sagittal"}
+    assert sorted(seen) == sorted(zip(train.volume_id, train.plane, train.slice_index.tolist(), strict=True))
+    engine.test(model, datamodule=datamodule)
+    _, summary = _summary(tmp_path)
+    assert summary["data"]["train_planes"] == ["axial", "coronal", "sagittal"]  # the report says how it was trained
+    assert "planes" not in summary["data"]  # evaluation stays axial

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
@@ -94,6 +95,10 @@ def test_binned_curves_equal_exact_metrics_of_binned_scores() -> None:
     assert out["voxel_auroc"] == pytest.approx(roc_auc_score(gt, binned), abs=5e-5)  # torchmetrics: float32
     precision, recall, _ = precision_recall_curve(gt, binned)
     assert out["voxel_f1_max"] == pytest.approx(np.nanmax(2 * precision * recall / (precision + recall)), abs=1e-6)
+    blocks = VoxelCurves(thresholds=101)
+    blocks.chunk = 997  # 21 blocks, the last one partial: the same counts as one block
+    blocks.update(torch.from_numpy(scores), torch.from_numpy(gt))
+    assert torch.equal(blocks.confmat, curves.confmat)
     empty = VoxelCurves()
     empty.update(scores, np.zeros_like(gt))
     assert math.isnan(empty.compute()["voxel_auroc"])

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from anomalib_medclip.data import BraTS, MedSliceBatch, NiftiScans
 from anomalib_medclip.data.nifti import read_volume
-from anomalib_medclip.data.volume_slices import NiftiSliceDataset, VolumeBatchSampler
+from anomalib_medclip.data.volume_slices import NiftiSliceDataset, PlaneBatchSampler, VolumeBatchSampler
 from anomalib_medclip.volumes import EvaluationSettings, SliceBuffer, finalise_volume, stack_slices
 
 SHAPE = (14, 12, 9)  # source voxel order; the affine permutes and flips axes (not RAS), voxels anisotropic
@@ -115,7 +116,7 @@ def test_planes_are_batched_apart_and_regrouped_per_volume(tmp_path: Path) -> No
     assert len(volume) == (samples.volume_id == completed[0]).sum()
 
 
-def test_training_stays_axial_and_describe_records_the_inputs(tmp_path: Path) -> None:
+def test_training_stays_axial_by_default_and_describe_records_the_inputs(tmp_path: Path) -> None:
     for i in range(4):
         _case(tmp_path / "brats", f"BraTS-MET-0000{i}-000")
     datamodule = BraTS(tmp_path / "brats", num_workers=0, test_ratio=0.25, val_ratio=0.25, planes=["coronal"])
@@ -123,9 +124,90 @@ def test_training_stays_axial_and_describe_records_the_inputs(tmp_path: Path) ->
     assert set(datamodule.train_data.samples.plane) == {"axial"}
     assert set(datamodule.test_data.samples.plane) == {"coronal"}  # the planes asked for, in canonical order
     assert datamodule.describe()["planes"] == ["coronal"]
+    assert "train_planes" not in datamodule.describe()
     assert "planes" not in BraTS(tmp_path / "brats").describe()
+    assert isinstance(datamodule.train_dataloader().sampler, RandomSampler)  # anomalib's own loader, unchanged
     with pytest.raises(ValueError, match="planes=\\['axial', 'oblique'\\]"):
         BraTS(tmp_path / "brats", planes=["axial", "oblique"])
+    with pytest.raises(ValueError, match="planes=\\['axial', 'oblique'\\]"):
+        BraTS(tmp_path / "brats", train_planes=["axial", "oblique"])
+
+
+def test_training_on_several_planes_serves_their_slices_and_masks(tmp_path: Path) -> None:
+    for i in range(4):
+        _case(tmp_path / "brats", f"BraTS-MET-0000{i}-000")
+    datamodule = BraTS(
+        tmp_path / "brats", num_workers=0, test_ratio=0.25, val_ratio=0.25, train_planes=["sagittal", "coronal"],
+        train_batch_size=5,
+    )  # fmt: skip
+    datamodule.setup()
+    train = datamodule.train_data
+    truth = read_volume(next((tmp_path / "brats").glob("*/*-seg.nii.gz"))).data > 0  # canonical (X, Y, Z)
+    n_volumes = train.samples.volume_id.nunique()
+    assert n_volumes == 2
+    assert train.samples.groupby("plane").size().to_dict() == {
+        "coronal": n_volumes * truth.shape[1], "sagittal": n_volumes * truth.shape[0]
+    }  # fmt: skip
+    assert set(datamodule.test_data.samples.plane) == {"axial"}  # evaluation planes are their own option
+    assert datamodule.describe()["train_planes"] == ["coronal", "sagittal"]
+    # every case holds the same lesion; display orientation by hand: superior up, right (coronal) / anterior
+    # (sagittal) on the left
+    expected = {
+        "coronal": lambda k: truth[:, k, :].T[::-1, ::-1],
+        "sagittal": lambda k: truth[k, :, :].T[::-1, ::-1],
+    }
+    lesion_slices = {
+        "coronal": set(np.flatnonzero(truth.any((0, 2)))),
+        "sagittal": set(np.flatnonzero(truth.any((1, 2)))),
+    }
+    for index in range(len(train)):
+        item = train[index]
+        k = int(item.slice_index)
+        assert item.image.shape[1:] == expected[item.plane](k).shape
+        assert np.array_equal(item.gt_mask.numpy(), expected[item.plane](k))
+        assert int(item.gt_label) == (k in lesion_slices[item.plane])
+    loader = datamodule.train_dataloader()
+    seen = []
+    for batch in loader:
+        assert len(set(batch.plane)) == 1  # one plane, one slice size per batch: resized once by the pre-processor
+        assert batch.gt_mask.shape[1:] == expected[batch.plane[0]](0).shape
+        seen += list(zip(batch.volume_id, batch.plane, batch.slice_index.tolist(), strict=True))
+    assert len(seen) == len(train) == len(set(seen))  # every training slice once per epoch
+    assert len(loader) == sum(-(-n // 5) for n in train.samples.groupby("plane").size())
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_plane_batch_sampler_shuffles_within_planes_and_splits_equally_under_ddp(drop_last: bool) -> None:
+    planes = ["axial"] * 23 + ["coronal"] * 11 + ["sagittal"] * 7
+    dataset = list(range(len(planes)))
+
+    def batches(sampler: Sampler) -> list[list[int]]:
+        batch_sampler = PlaneBatchSampler(sampler, 4, drop_last, planes=planes)
+        drawn = list(batch_sampler)
+        assert len(drawn) == len(batch_sampler)
+        assert all(len({planes[i] for i in batch}) == 1 for batch in drawn)
+        return drawn
+
+    sizes = {"axial": 23, "coronal": 11, "sagittal": 7}
+    kept = {plane: n - n % 4 if drop_last else n for plane, n in sizes.items()}  # drop_last: per plane
+    torch.manual_seed(0)
+    single = batches(RandomSampler(dataset))
+    flat = [i for batch in single for i in batch]
+    assert len(flat) == len(set(flat))  # each slice at most once
+    assert pd.Series([planes[i] for i in flat]).value_counts().to_dict() == kept
+    assert flat != sorted(flat)  # shuffled
+    torch.manual_seed(0)
+    assert batches(RandomSampler(dataset)) == single  # seeded by torch's generator (seed_everything)
+    in_order = [i for b in batches(SequentialSampler(dataset)) for i in b]  # table order
+    assert in_order == [i for i, plane in enumerate(planes) if i - planes.index(plane) < kept[plane]]
+    shares = [batches(DistributedSampler(dataset, num_replicas=3, rank=r, seed=1)) for r in range(3)]
+    assert len({len(share) for share in shares}) == 1  # every process runs the same number of steps
+    shared = {i for share in shares for b in share for i in b}
+    assert pd.Series([planes[i] for i in shared]).value_counts().to_dict() == kept  # all of them
+    assert sum(len(share) for share in shares) - len(single) < 3  # padded with at most replicas - 1 batches
+    epoch1 = DistributedSampler(dataset, num_replicas=3, rank=0, seed=1)
+    epoch1.set_epoch(1)
+    assert batches(epoch1) != shares[0]
 
 
 def test_sequences_fill_the_channels_in_the_order_given(tmp_path: Path) -> None:
@@ -181,3 +263,22 @@ def test_unlabelled_scans_serve_every_plane(tmp_path: Path) -> None:
     assert datamodule.describe()["channels"] == "adjacent"
     with pytest.raises(ValueError, match="NiftiScans serves one file per volume"):
         NiftiScans(case, channels="sequences")
+
+
+def test_lightning_rebuilds_the_plane_batch_sampler_around_its_distributed_sampler() -> None:
+    """What Lightning does to a train loader under DDP (private API): same class and planes, its sampler inside."""
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.utilities.data import _update_dataloader
+
+    planes = ["axial"] * 10 + ["coronal"] * 5
+    with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+        loader = DataLoader(
+            list(range(15)), batch_sampler=PlaneBatchSampler(RandomSampler(range(15)), 4, planes=planes)
+        )
+    shares = [
+        _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=rank, seed=3)).batch_sampler
+        for rank in (0, 1)
+    ]
+    assert all(isinstance(share, PlaneBatchSampler) and list(share.planes) == planes for share in shares)
+    assert [len(share) for share in shares] == [3, 3]  # 3 + 2 batches, one repeated: 3 per process
+    assert {i for share in shares for batch in share for i in batch} == set(range(15))

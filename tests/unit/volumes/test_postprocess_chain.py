@@ -39,11 +39,21 @@ def _blob(shape: tuple[int, int, int], seed: int, order: str = "F") -> np.ndarra
 
 @pytest.mark.parametrize("order", ["F", "C"])
 @pytest.mark.parametrize("size", [3, 5])
-def test_median_filter_equals_scipy_at_the_counted_voxels(order: str, size: int) -> None:
+@pytest.mark.parametrize("region", ["borders", "inside", "one border"])
+def test_median_filter_equals_scipy_at_the_counted_voxels(order: str, size: int, region: str) -> None:
     rng = np.random.default_rng(0)
     score = np.asarray(rng.random((19, 17, 11), dtype=np.float32), order=order)
     where = _blob(score.shape, 1, order)
-    where[0, :, 0] = where[-1, -1, :] = True  # borders: scipy's 'reflect' mode
+    if region == "borders":
+        where[0, :, 0] = where[-1, -1, :] = True  # borders: scipy's 'reflect' mode
+    else:  # only the box of the counted voxels plus its margin is padded: inside, or touching one border
+        box = np.zeros(score.shape, bool)
+        box[4:13, 3:12, 1:9] = True
+        where &= box
+        where[4, 3:12, 5] = True
+        if region == "one border":
+            where[0, 5, 4] = True
+    assert where.any()
     ours = median_filter_at(score, where, size)
     reference = ndimage.median_filter(score, size=size)
     assert np.abs(ours[where] - reference[where]).max() <= 1e-6
@@ -52,6 +62,7 @@ def test_median_filter_equals_scipy_at_the_counted_voxels(order: str, size: int)
     median_filter_at(in_place, where, size, out=in_place)
     assert np.array_equal(in_place, ours)
     assert median_filter_at(score, where, 0) is score
+    assert not median_filter_at(score, np.zeros(score.shape, bool), size).any()
 
 
 @pytest.mark.parametrize("iterations", [1, 3, 9])
