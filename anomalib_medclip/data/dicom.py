@@ -3,9 +3,10 @@
 """DICOM series as :class:`~anomalib_medclip.data.nifti.Volume` s, in the same canonical orientation as NIfTI.
 
 A folder of single-frame DICOM image files may hold several series; each series (``SeriesInstanceUID``) is one
-scan. A series is addressed by a *series reference*, ``<folder>::series=<SeriesInstanceUID>`` (:func:`series_ref`),
-which :func:`~anomalib_medclip.data.nifti.read_volume` and :func:`~anomalib_medclip.data.nifti.read_geometry` accept
-in place of a NIfTI path, so the slice datasets and the 3D evaluation read DICOM exactly as they read NIfTI.
+scan. A series is addressed by any of its instance files (:func:`series_ref` picks the first by name): a DICOM file
+given to :func:`~anomalib_medclip.data.nifti.read_volume` or :func:`~anomalib_medclip.data.nifti.read_geometry`
+stands for the whole series it belongs to (the files of its folder with its ``SeriesInstanceUID``), so the slice
+datasets and the 3D evaluation read DICOM exactly as they read NIfTI, through a path that exists.
 
 Geometry (DICOM PS3.3 C.7.6.2.1.1, with pydicom reading the headers): the instances are sorted by the projection of
 ``ImagePositionPatient`` on the slice normal (the cross product of the two ``ImageOrientationPatient`` directions);
@@ -32,7 +33,6 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "SERIES_MARK",
     "DicomSeries",
     "find_series",
     "is_dicom_file",
@@ -42,7 +42,6 @@ __all__ = [
     "series_ref",
 ]
 
-SERIES_MARK = "::series="
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _POSITION_RTOL = 0.01
 """Relative tolerance on the steps between slice positions (missing slices make a step at least twice as large)."""
@@ -70,18 +69,28 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def series_ref(folder: str | Path, uid: str) -> str:
-    """The reference of series ``uid`` of ``folder``, accepted by ``read_volume`` and ``read_geometry``."""
-    return f"{folder}{SERIES_MARK}{uid}"
+    """The reference of series ``uid`` of ``folder`` (its first instance file by name) for ``read_volume``.
+
+    Raises:
+        FileNotFoundError: If ``folder`` holds no instance of the series.
+    """
+    files = find_series(folder).get(uid)
+    if not files:
+        msg = f"DICOM folder {folder} holds no instance of series {uid}."
+        raise FileNotFoundError(msg)
+    return str(files[0])
 
 
 def is_series_ref(path: str | Path) -> bool:
-    """Whether ``path`` is a series reference made by :func:`series_ref`."""
-    return SERIES_MARK in str(path)
+    """Whether ``path`` is a DICOM file (not named ``.nii``/``.nii.gz``), i.e. stands for its series."""
+    return not str(path).lower().endswith((".nii", ".nii.gz")) and is_dicom_file(Path(path))
 
 
 def _split_ref(ref: str | Path) -> tuple[Path, str]:
-    folder, uid = str(ref).split(SERIES_MARK, 1)
-    return Path(folder), uid
+    """``(folder, SeriesInstanceUID)`` of the series an instance file belongs to."""
+    ref = Path(ref)
+    uid = str(_pydicom().dcmread(ref, stop_before_pixels=True).get("SeriesInstanceUID", ""))
+    return ref.parent, uid
 
 
 def find_series(folder: str | Path) -> dict[str, list[Path]]:
@@ -142,17 +151,14 @@ def _same(values: list[Any], what: str, folder: Path, uid: str) -> Any:
 
 
 def series_geometry(ref: str | Path) -> DicomSeries:
-    """Read the headers of one series (no pixel data) and check that it is one regular image stack.
+    """Read the headers of one series (``ref``: one of its files; no pixel data) and check it is a regular stack.
 
     Raises:
-        FileNotFoundError: If the folder does not exist or holds no instance of the series.
+        FileNotFoundError: If the folder holds no instance of the series (``ref`` has no SeriesInstanceUID).
         ValueError: For the refusals listed in the module docstring.
     """
     pydicom = _pydicom()
     folder, uid = _split_ref(ref)
-    if not folder.is_dir():
-        msg = f"DICOM folder {folder} does not exist; pass a folder of DICOM files."
-        raise FileNotFoundError(msg)
     files = find_series(folder).get(uid)
     if not files:
         msg = f"DICOM folder {folder} holds no instance of series {uid}."

@@ -260,7 +260,8 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32, check_
     """Read a 3D NIfTI scan (or a DICOM series) into canonical RAS+ orientation.
 
     Args:
-        path: ``.nii`` or ``.nii.gz`` file, or a DICOM series reference (``anomalib_medclip.data.dicom.series_ref``).
+        path: ``.nii`` or ``.nii.gz`` file, or a DICOM file, which stands for its whole series
+            (``anomalib_medclip.data.dicom``).
         dtype: Output dtype. Floating dtypes apply the header's scaling (``get_fdata``); integer dtypes
             (e.g. ``np.int32`` for label maps) take the scaled stored values, which must be whole numbers (an
             interpolated label map is refused, never truncated). Defaults to ``np.float32``.
@@ -326,7 +327,7 @@ def read_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
     """Read the canonical shape and affine of a NIfTI file (or DICOM series) from its header only (no voxel decoding).
 
     Args:
-        path: ``.nii`` or ``.nii.gz`` file, or a DICOM series reference.
+        path: ``.nii`` or ``.nii.gz`` file, or a DICOM file (its series).
 
     Returns:
         ``(shape, affine)``: the shape and ``(4, 4)`` affine :func:`read_volume` would return.

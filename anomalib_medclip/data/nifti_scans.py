@@ -42,12 +42,10 @@ from torch.utils.data import DataLoader
 
 from anomalib_medclip.data.brats import MODALITY_ALIASES, Modality, OnError, canonical_modality, check_planes
 from anomalib_medclip.data.dicom import (
-    SERIES_MARK,
     find_series,
     is_dicom_file,
     is_series_ref,
     series_geometry,
-    series_ref,
 )
 from anomalib_medclip.data.nifti import PLANE_AXES, read_geometry, read_volume
 from anomalib_medclip.data.volume_slices import (
@@ -113,7 +111,7 @@ def _select_files(folder: Path, modality: str | None) -> list[Path]:
 
 def _series_refs(folder: Path) -> list[str]:
     """One series reference per ``SeriesInstanceUID`` of the DICOM files of ``folder``."""
-    return [series_ref(folder, uid) for uid in sorted(find_series(folder))]
+    return [str(files[0]) for _, files in sorted(find_series(folder).items())]
 
 
 def _series_names(refs: list[str]) -> dict[str, str]:
@@ -122,7 +120,7 @@ def _series_names(refs: list[str]) -> dict[str, str]:
     numbers = [identity["SeriesNumber"] for identity in identities.values()]
     names = {}
     for ref, identity in identities.items():
-        folder, number = Path(ref.split(SERIES_MARK, 1)[0]).name, identity["SeriesNumber"]
+        folder, number = Path(ref).parent.name, identity["SeriesNumber"]
         unique = number and numbers.count(number) == 1
         names[ref] = f"{folder}_s{number}" if unique else f"{folder}_{identity['SeriesInstanceUID']}"
     return names
