@@ -45,6 +45,8 @@ __all__ = [
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _POSITION_RTOL = 0.01
 """Relative tolerance on the steps between slice positions (missing slices make a step at least twice as large)."""
+_FOLDERS: dict[tuple, dict[str, tuple[Path, ...]]] = {}
+_FOLDERS_KEPT = 8
 _GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
 _SERIES_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "Modality", "SeriesNumber", "SeriesDescription")
 
@@ -96,13 +98,21 @@ def _split_ref(ref: str | Path) -> tuple[Path, str]:
 def find_series(folder: str | Path) -> dict[str, list[Path]]:
     """The DICOM files of ``folder`` (not recursive, hidden files skipped) grouped by ``SeriesInstanceUID``.
 
+    The grouping of the last few folders is kept while their files' names, sizes and modification times are
+    unchanged: every series of a folder is looked up several times (table, serving, 3D evaluation), and reading
+    every header of a large study each time would dominate.
+
     Raises:
         ValueError: If a file with the DICOM preamble has no ``SeriesInstanceUID`` or an unreadable header.
     """
     pydicom = _pydicom()
     folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    key = (str(folder.resolve()), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if key in _FOLDERS:
+        return {uid: list(members) for uid, members in _FOLDERS[key].items()}
     series: dict[str, list[Path]] = defaultdict(list)
-    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for file in files:
         if not is_dicom_file(file):
             continue
         try:
@@ -115,6 +125,9 @@ def find_series(folder: str | Path) -> dict[str, list[Path]]:
             msg = f"DICOM folder {folder}: {file.name} has no SeriesInstanceUID; it is not a valid DICOM instance."
             raise ValueError(msg)
         series[uid].append(file)
+    if len(_FOLDERS) >= _FOLDERS_KEPT:
+        _FOLDERS.pop(next(iter(_FOLDERS)))
+    _FOLDERS[key] = {uid: tuple(members) for uid, members in series.items()}
     return dict(series)
 
 

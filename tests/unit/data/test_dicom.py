@@ -147,3 +147,12 @@ def test_missing_pydicom_names_the_extra(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "pydicom", None)
     with pytest.raises(ImportError, match=r'pip install "anomalib-medclip\[dicom\]"'):
         find_series(tmp_path)
+
+
+def test_folder_grouping_follows_changes_to_the_folder(tmp_path: Path) -> None:
+    files = write_series(tmp_path, GEOMETRIES["axial"])
+    assert list(find_series(tmp_path)) == [UID]
+    write_series(tmp_path, GEOMETRIES["axial"], series_uid="1.2.826.0.1.3680043.8.498.2", series_number=2)
+    assert sorted(find_series(tmp_path)) == [UID, "1.2.826.0.1.3680043.8.498.2"]
+    files[0].unlink()
+    assert len(find_series(tmp_path)[UID]) == len(files) - 1
