@@ -156,3 +156,11 @@ def test_folder_grouping_follows_changes_to_the_folder(tmp_path: Path) -> None:
     assert sorted(find_series(tmp_path)) == [UID, "1.2.826.0.1.3680043.8.498.2"]
     files[0].unlink()
     assert len(find_series(tmp_path)[UID]) == len(files) - 1
+
+
+def test_multi_frame_instance_is_refused(tmp_path: Path) -> None:
+    files = write_series(tmp_path, GEOMETRIES["axial"])
+    ds = pydicom.dcmread(files[2])
+    ds.NumberOfFrames = 2
+    ds.save_as(files[2])
+    assert f"{files[2].name} is a multi-frame instance" in _refusal(tmp_path)
