@@ -41,6 +41,8 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
+from anomalib_medclip.data.dicom import is_series_ref, read_series, series_geometry
+
 __all__ = [
     "AFFINE_ATOL",
     "PLANES",
@@ -153,6 +155,8 @@ class Volume:
         spacing: Canonical voxel sizes in mm, ``(sx, sy, sz)``.
         path: The file that was read.
         space: The file's qform/sform codes and units (see :class:`NiftiSpace`), for writing results alike.
+        series: For a DICOM series (see ``anomalib_medclip.data.dicom``), its identity (``SeriesInstanceUID``,
+            ``StudyInstanceUID``, ``Modality``, ...); ``None`` for a NIfTI file.
     """
 
     data: np.ndarray
@@ -162,6 +166,7 @@ class Volume:
     spacing: tuple[float, float, float]
     path: Path
     space: NiftiSpace = NiftiSpace()
+    series: dict[str, str] | None = None
 
 
 def _load_image(path: Path) -> nib.Nifti1Image:
@@ -252,10 +257,11 @@ def _check_whole_numbers(values: np.ndarray, path: Path) -> None:
 
 
 def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32, check_finite: bool = True) -> Volume:
-    """Read a 3D NIfTI scan into canonical RAS+ orientation.
+    """Read a 3D NIfTI scan (or a DICOM series) into canonical RAS+ orientation.
 
     Args:
-        path: ``.nii`` or ``.nii.gz`` file.
+        path: ``.nii`` or ``.nii.gz`` file, or a DICOM file, which stands for its whole series
+            (``anomalib_medclip.data.dicom``).
         dtype: Output dtype. Floating dtypes apply the header's scaling (``get_fdata``); integer dtypes
             (e.g. ``np.int32`` for label maps) take the scaled stored values, which must be whole numbers (an
             interpolated label map is refused, never truncated). Defaults to ``np.float32``.
@@ -271,13 +277,19 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32, check_
             ``dtype``) holds values that are not whole numbers.
     """
     path = Path(path)
-    image = _load_image(path)
-    data = _read_array(image, path, dtype)
+    if is_series_ref(path):
+        series, data = read_series(path, dtype)
+        space = NiftiSpace(series.affine, 1, series.affine, 1, ("mm", "sec"))  # scanner coordinates, like dcm2niix
+        source_affine, identity = series.affine, series.identity
+    else:
+        image = _load_image(path)
+        data = _read_array(image, path, dtype)
+        source_affine, identity = np.asarray(image.affine, np.float64), None
+        space = NiftiSpace.from_header(image.header)
     if check_finite and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         bad = int(data.size - np.isfinite(data).sum())
-        msg = f"NIfTI file {path} holds {bad} NaN or infinite voxels; expected finite intensities. Fix the scan."
+        msg = f"Scan {path} holds {bad} NaN or infinite voxels; expected finite intensities. Fix the scan."
         raise ValueError(msg)
-    source_affine = np.asarray(image.affine, dtype=np.float64)
     transform = _canonical_transform(source_affine)
     canonical = apply_orientation(data, transform)  # a view: axial slices of Fortran-ordered data stay contiguous
     affine = source_affine @ inv_ornt_aff(transform, data.shape)
@@ -289,7 +301,8 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type = np.float32, check_
         source_affine=source_affine,
         spacing=spacing,
         path=path,
-        space=NiftiSpace.from_header(image.header),
+        space=space,
+        series=identity,
     )
 
 
@@ -311,10 +324,10 @@ def read_label_map(path: str | Path) -> Volume:
 
 
 def read_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Read the canonical shape and affine of a NIfTI file from its header only (no voxel decoding).
+    """Read the canonical shape and affine of a NIfTI file (or DICOM series) from its header only (no voxel decoding).
 
     Args:
-        path: ``.nii`` or ``.nii.gz`` file.
+        path: ``.nii`` or ``.nii.gz`` file, or a DICOM file (its series).
 
     Returns:
         ``(shape, affine)``: the shape and ``(4, 4)`` affine :func:`read_volume` would return.
@@ -324,10 +337,15 @@ def read_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
         ValueError: If the header is unreadable or the image is not 3D.
     """
     path = Path(path)
-    image = _load_image(path)
-    transform = _canonical_transform(np.asarray(image.affine, dtype=np.float64))
-    shape = tuple(int(image.shape[int(axis)]) for axis in np.argsort(transform[:, 0]))
-    return shape, image.affine @ inv_ornt_aff(transform, image.shape)
+    if is_series_ref(path):
+        series = series_geometry(path)
+        source_shape, source_affine = series.shape, series.affine
+    else:
+        image = _load_image(path)
+        source_shape, source_affine = image.shape, np.asarray(image.affine, dtype=np.float64)
+    transform = _canonical_transform(source_affine)
+    shape = tuple(int(source_shape[int(axis)]) for axis in np.argsort(transform[:, 0]))
+    return shape, source_affine @ inv_ornt_aff(transform, source_shape)
 
 
 def slice_to_image(slice_xy: np.ndarray) -> np.ndarray:

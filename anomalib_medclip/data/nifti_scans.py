@@ -1,11 +1,16 @@
 # Copyright (C) 2026 anomalib-medclip developers
 # SPDX-License-Identifier: Apache-2.0
-"""Unlabelled NIfTI scans as axial slices, for ``anomalib predict``.
+"""Unlabelled NIfTI scans and DICOM series as axial slices, for ``anomalib predict``.
 
-``path`` is one ``.nii``/``.nii.gz`` file or a folder of them (not recursive). Slices are served exactly as in
-:class:`~anomalib_medclip.data.brats.BraTS` (same reader, orientation and scaling), without masks or labels, so a
-model trained on BraTS can be run on new scans and its slice maps stacked back per volume (``volume_id``,
-``slice_index``) and saved over the source scan with :func:`~anomalib_medclip.data.nifti.to_source_orientation`.
+``path`` is one ``.nii``/``.nii.gz`` file or a folder of them (not recursive); the folder may also hold DICOM
+files (recognised by their ``DICM`` preamble, whatever their name), read as one scan per series
+(``SeriesInstanceUID``) through :mod:`anomalib_medclip.data.dicom` (optional extra ``dicom``), in the same canonical
+orientation as NIfTI, so that maps written over a series overlay it exactly. A series is named
+``<folder>_s<SeriesNumber>`` (``<folder>_<SeriesInstanceUID>`` when its number is missing or shared). Slices are
+served exactly as in :class:`~anomalib_medclip.data.brats.BraTS` (same reader, orientation and scaling), without
+masks or labels, so a model trained on BraTS can be run on new scans and its slice maps stacked back per volume
+(``volume_id``, ``slice_index``) and saved over the source scan with
+:func:`~anomalib_medclip.data.nifti.to_source_orientation`.
 
 Each file's name without ``.nii``/``.nii.gz`` (in any letter case: ``C-T2W.NII.GZ`` is read as ``C-T2W``) is its
 ``volume_id``, the name of its outputs. Two files with the same ``volume_id`` (``x-t2w.nii`` and ``x-t2w.nii.gz``;
@@ -13,7 +18,9 @@ also ``x-t2w.nii.gz`` and ``X-T2W.nii.gz``, which share output names on case-ins
 naming both files, never one output silently overwriting the other. Files that are not read are listed in one
 warning, with the reason: not ``.nii``/``.nii.gz``, a mixed-case ``.Nii`` extension nibabel cannot open, or (with
 ``modality``) a name without a modality. Expected skips are not listed: hidden files, segmentations (``*seg*``) and,
-with ``modality``, the other BraTS modalities. Sub-folders are not searched.
+with ``modality``, the other BraTS modalities. Sub-folders are not searched. With ``on_error="skip"`` a scan that
+cannot be read (a truncated file, a DICOM series with missing slices, a non-image DICOM instance, ...) is skipped with
+a warning naming it and the problem, instead of stopping the run; every scan is then decoded once up front.
 
 Example:
     >>> from anomalib_medclip.data import NiftiScans
@@ -33,8 +40,14 @@ from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import LabelName, Split
 from torch.utils.data import DataLoader
 
-from anomalib_medclip.data.brats import MODALITY_ALIASES, Modality, canonical_modality, check_planes
-from anomalib_medclip.data.nifti import PLANE_AXES, read_geometry
+from anomalib_medclip.data.brats import MODALITY_ALIASES, Modality, OnError, canonical_modality, check_planes
+from anomalib_medclip.data.dicom import (
+    find_series,
+    is_dicom_file,
+    is_series_ref,
+    series_geometry,
+)
+from anomalib_medclip.data.nifti import PLANE_AXES, read_geometry, read_volume
 from anomalib_medclip.data.volume_slices import (
     Channels,
     NiftiSliceDataset,
@@ -65,7 +78,7 @@ def _skip_reason(file: Path, pattern: re.Pattern[str] | None) -> str | None:
     if name.startswith("."):
         return ""
     if not _SUFFIX.search(name):
-        return "not a .nii/.nii.gz file"
+        return "dicom" if is_dicom_file(file) else "not a .nii/.nii.gz file"
     if not _READABLE_SUFFIX.search(name):
         return "mixed-case extension that nibabel cannot open; rename it to .nii.gz"
     if pattern is None:
@@ -78,11 +91,13 @@ def _skip_reason(file: Path, pattern: re.Pattern[str] | None) -> str | None:
 def _select_files(folder: Path, modality: str | None) -> list[Path]:
     """The scans of a folder to read; one warning lists the unexpected skips."""
     pattern = _modality_pattern(modality) if modality else None
-    files, skipped = [], []
+    files, skipped, has_dicom = [], [], False
     for file in sorted(p for p in folder.iterdir() if p.is_file()):
         reason = _skip_reason(file, pattern)
         if reason is None:
             files.append(file)
+        elif reason == "dicom":
+            has_dicom = True
         elif reason:
             skipped.append(f"{file.name!r} ({reason})")
     if skipped:
@@ -91,13 +106,30 @@ def _select_files(folder: Path, modality: str | None) -> list[Path]:
             f"NiftiScans skips {len(skipped)} file(s) in {folder} that are not scans{wanted}: {', '.join(skipped)}.",
             stacklevel=4,
         )
-    return files
+    return [str(file) for file in files] + (_series_refs(folder) if has_dicom else [])
 
 
-def _volume_ids(files: list[Path]) -> list[str]:
-    """File names without ``.nii[.gz]``; two files with the same id (ignoring letter case) are an error."""
-    ids = [_SUFFIX.sub("", file.name) for file in files]
-    seen: dict[str, Path] = {}
+def _series_refs(folder: Path) -> list[str]:
+    """One series reference per ``SeriesInstanceUID`` of the DICOM files of ``folder``."""
+    return [str(files[0]) for _, files in sorted(find_series(folder).items())]
+
+
+def _series_names(refs: list[str]) -> dict[str, str]:
+    """``<folder>_s<SeriesNumber>`` per series reference; ``<folder>_<SeriesInstanceUID>`` for a shared number."""
+    identities = {ref: series_geometry(ref).identity for ref in refs}
+    numbers = [identity["SeriesNumber"] for identity in identities.values()]
+    names = {}
+    for ref, identity in identities.items():
+        folder, number = Path(ref).parent.name, identity["SeriesNumber"]
+        unique = number and numbers.count(number) == 1
+        names[ref] = f"{folder}_s{number}" if unique else f"{folder}_{identity['SeriesInstanceUID']}"
+    return names
+
+
+def _volume_ids(files: list[str], series_names: dict[str, str]) -> list[str]:
+    """File names without ``.nii[.gz]`` (series names for DICOM); two scans with one id (any case) are an error."""
+    ids = [series_names.get(file) or _SUFFIX.sub("", Path(file).name) for file in files]
+    seen: dict[str, str] = {}
     for file, volume_id in zip(files, ids, strict=True):
         other = seen.setdefault(volume_id.casefold(), file)
         if other != file:
@@ -109,24 +141,45 @@ def _volume_ids(files: list[Path]) -> list[str]:
     return ids
 
 
+def _readable(files: list[str], on_error: OnError) -> list[tuple[str, tuple[int, int, int]]]:
+    """``(scan, canonical shape)`` of the scans that can be read; with ``skip`` each is decoded once to check it."""
+    readable = []
+    for file in files:
+        try:
+            shape, _ = read_geometry(file)
+            if on_error == "skip":
+                read_volume(file)  # decode once: a truncated scan is skipped now, not met while serving
+        except (OSError, ValueError) as err:
+            if on_error == "raise":
+                raise
+            warnings.warn(f"NiftiScans skips scan {file}: {err}", stacklevel=4)
+            continue
+        readable.append((file, shape))
+    return readable
+
+
 def make_nifti_scans_dataset(
-    path: str | Path, modality: Modality | str | None = None, planes: list[str] | tuple[str, ...] = ("axial",)
+    path: str | Path,
+    modality: Modality | str | None = None,
+    planes: list[str] | tuple[str, ...] = ("axial",),
+    on_error: OnError = "raise",
 ) -> pd.DataFrame:
     """Slice table of unlabelled scans (``label_index`` unknown, no ``mask_path``, split ``test``).
 
     Args:
-        path: A NIfTI file or a folder of NIfTI files.
+        path: A NIfTI file or a folder of NIfTI files and/or DICOM series.
         modality: Keep only files named ``*-<modality>.nii[.gz]`` or ``*_<modality>.nii[.gz]`` (either BraTS
             naming). Defaults to ``None`` (every file except ``*seg*``).
         planes: Slice planes to serve (tri-planar inference). Defaults to ``("axial",)``.
+        on_error: ``"raise"`` (default) or ``"skip"`` an unreadable scan with a warning (see the module docstring).
 
     Returns:
         One row per slice of each plane with ``image_path``, ``mask_path`` (``""``), ``label_index``, ``volume_id``,
         ``volume_index``, ``slice_index``, ``plane`` and ``split``.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist or holds no matching NIfTI file.
-        ValueError: If two files have the same volume id.
+        FileNotFoundError: If ``path`` does not exist or holds no matching scan.
+        ValueError: If two scans have the same volume id, or (``on_error="raise"``) a scan cannot be read.
     """
     path = Path(path)
     if not path.exists():
@@ -135,7 +188,9 @@ def make_nifti_scans_dataset(
     reason = None
     if path.is_file():
         reason = _skip_reason(path, _modality_pattern(modality) if modality else None)
-        files = [path] if reason is None else []
+        files = [str(path)] if reason is None else []
+        if reason == "dicom":
+            reason = f"a single DICOM file; pass its folder ({path.parent}), which is read series by series"
     else:
         files = _select_files(path, modality)
     if not files:
@@ -145,11 +200,15 @@ def make_nifti_scans_dataset(
         if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
             msg += " Sub-folders are not searched: point `path` at the folder that holds the scans."
         raise FileNotFoundError(msg)
-    rows = []
-    for index, (file, volume_id) in enumerate(zip(files, _volume_ids(files), strict=True)):
-        shape, _ = read_geometry(file)
+    rows, readable = [], _readable(files, on_error)
+    if not readable:
+        msg = f"No scan of {path} could be read (on_error='skip' skipped them all; see the warnings)."
+        raise FileNotFoundError(msg)
+    series_names = _series_names([file for file, _ in readable if is_series_ref(file)])
+    ids = _volume_ids([file for file, _ in readable], series_names)
+    for index, ((file, shape), volume_id) in enumerate(zip(readable, ids, strict=True)):
         rows += [
-            (str(file), "", int(LabelName.UNKNOWN), volume_id, index, k, plane, Split.TEST.value)
+            (file, "", int(LabelName.UNKNOWN), volume_id, index, k, plane, Split.TEST.value)
             for plane in check_planes(planes)
             for k in range(shape[PLANE_AXES[plane]])
         ]
@@ -163,7 +222,7 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
     """Unlabelled scans for prediction; ``predict_dataloader`` (and ``test_dataloader``) serve every slice.
 
     Args:
-        path: A NIfTI file or a folder of NIfTI files.
+        path: A NIfTI file or a folder of NIfTI files and/or DICOM series (one scan per ``SeriesInstanceUID``).
         modality: Filename modality filter (either BraTS naming). Defaults to ``None``.
         object_name: Object phrase for text prompts. Defaults to ``"brain MRI scan"``.
         eval_batch_size: Batch size. Defaults to ``32``.
@@ -172,6 +231,7 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
         planes: Slice planes to serve (see :class:`~anomalib_medclip.data.BraTS`). Defaults to ``None`` (axial).
         channels: ``repeat`` or ``adjacent`` (2.5D); ``sequences`` needs labelled BraTS case folders. Defaults to
             ``"repeat"``.
+        on_error: ``"raise"`` (default) or ``"skip"`` unreadable scans with a warning.
     """
 
     def __init__(
@@ -184,6 +244,7 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
         cache_size: int = 4,
         planes: list[str] | None = None,
         channels: Channels = "repeat",
+        on_error: OnError = "raise",
     ) -> None:
         if channels == "sequences":
             msg = (
@@ -199,6 +260,7 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
         self.cache_size = cache_size
         self.planes = check_planes(planes or ("axial",))
         self.channels = channels
+        self.on_error = on_error
         self.category = self.modality or "scans"
 
     @property
@@ -222,7 +284,7 @@ class NiftiScans(VolumeEvalLoadersMixin, AnomalibDataModule):
 
     def _setup(self, _stage: str | None = None) -> None:
         """Build the slice table of every scan as the test (= predict) set."""
-        samples = make_nifti_scans_dataset(self.path, self.modality, self.planes)
+        samples = make_nifti_scans_dataset(self.path, self.modality, self.planes, self.on_error)
         self.test_data = NiftiSliceDataset(samples, cache_size=self.cache_size, channels=self.channels)
 
     def _create_test_split(self) -> None:

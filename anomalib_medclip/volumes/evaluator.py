@@ -169,13 +169,11 @@ class VolumeEvaluator(Callback):
 
     def on_test_start(self, trainer: Any, pl_module: Any) -> None:
         """Reset, and learn how many slices each test volume has from the datamodule."""
-        del pl_module
-        self._start(trainer)
+        self._start(trainer, pl_module)
 
     def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
         """Reset, and learn how many slices each volume has from the datamodule."""
-        del pl_module
-        self._start(trainer)
+        self._start(trainer, pl_module)
 
     def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
         """Buffer the batch's slices; finalise every volume that is complete (rank 0)."""
@@ -213,13 +211,13 @@ class VolumeEvaluator(Callback):
         self._finalise_rest(trainer, labelled=False)
 
     # ------------------------------------------------------------------ wiring
-    def _start(self, trainer: Any) -> None:
+    def _start(self, trainer: Any, pl_module: Any) -> None:
         # Rank 0 alone writes, into a folder of this run's own (the report claims volumes/, else volumes_v1/, ...:
         # anomalib reuses the training workspace for every later test/predict run, whose outputs must not mix).
         output = str(Path(trainer.default_root_dir) / "volumes")
         self._buffer = SliceBuffer()
         self._buffer.expect(getattr(getattr(getattr(trainer, "datamodule", None), "test_data", None), "samples", None))
-        self._report = VolumeReport(Path(output), self._settings)
+        self._report = VolumeReport(Path(output), self._settings, model_name=type(pl_module).__name__)
 
     def _val_dice_threshold(self, post_processor: Any) -> float | None:
         """Normalise, post-process and pool the validation volumes with lesions into one Dice curve."""
@@ -259,7 +257,7 @@ class VolumeEvaluator(Callback):
         result = finalise_volume(buffered.by_plane(), image, gt, self._report.settings, self.val_threshold)
         self._report.write_maps(volume_id, image, result)
         if gt is None:
-            self._report.write_scan_report(volume_id, buffered.all_scores(), result)
+            self._report.write_scan_report(volume_id, buffered.all_scores(), result, image.series)
         else:
             self._report.add(volume_id, mask_path, result)
 

@@ -3,8 +3,10 @@
 """Everything the 3D evaluation writes, from finalised volumes; every file atomically, under one folder.
 
 Per volume: ``<volume_id>_anomaly_map.nii.gz`` (float32) and ``<volume_id>_pred_mask.nii.gz`` (uint8) in the source
-file's voxel order, affine, qform/sform codes and units; for an unlabelled scan also ``<volume_id>.json`` (maximum
-slice score, predicted anomalous volume in ml, flagged slices). At the end of a labelled run:
+file's voxel order, affine, qform/sform codes and units; for a scan read from a DICOM series also
+``<volume_id>_seg.dcm``, the mask as a DICOM-SEG referencing the series (:mod:`~anomalib_medclip.volumes.dicom_seg`);
+for an unlabelled scan also ``<volume_id>.json`` (maximum slice score, predicted anomalous volume in ml, flagged
+slices and, for DICOM, the series identity). At the end of a labelled run:
 ``metrics_per_volume.csv``, ``summary.json``, the study's plots and, when the optional package is there,
 ``brats_lesionwise.csv``.
 """
@@ -23,6 +25,7 @@ import torch
 from anomalib_medclip.data.nifti import Volume, to_source_orientation
 from anomalib_medclip.utils import claim_output_dir, write_atomic
 from anomalib_medclip.volumes.brats_official import write_brats_lesionwise
+from anomalib_medclip.volumes.dicom_seg import write_dicom_seg
 from anomalib_medclip.volumes.finalise import VolumeResult
 from anomalib_medclip.volumes.metrics import VoxelCurves
 from anomalib_medclip.volumes.plots import write_plots
@@ -81,10 +84,12 @@ class VolumeReport:
     Args:
         base: Where the outputs go, normally ``<results>/volumes``.
         settings: The evaluation options (recorded in ``summary.json``; they decide the optional columns).
+        model_name: The model's name, recorded in DICOM-SEG outputs. Defaults to ``"anomaly model"``.
     """
 
-    def __init__(self, base: Path, settings: EvaluationSettings) -> None:
+    def __init__(self, base: Path, settings: EvaluationSettings, model_name: str = "anomaly model") -> None:
         self.base = Path(base)
+        self.model_name = model_name
         self._output: Path | None = None
         self.settings = settings
         self._rows: list[dict[str, Any]] = []
@@ -101,10 +106,12 @@ class VolumeReport:
         return self._output
 
     def write_maps(self, volume_id: str, image: Volume, result: VolumeResult) -> None:
-        """``<volume_id>_anomaly_map.nii.gz`` and ``<volume_id>_pred_mask.nii.gz`` over the source scan."""
+        """``<volume_id>_anomaly_map.nii.gz``, ``_pred_mask.nii.gz`` (and DICOM-SEG ``_seg.dcm``) over the scan."""
         for kind, array in (("anomaly_map", result.score), ("pred_mask", result.pred.astype(np.uint8))):
             source_order = to_source_orientation(array, image.source_affine)
             write_nifti(self.output / f"{volume_id}_{kind}.nii.gz", source_order, image.source_affine, image.space)
+        if image.series is not None:
+            write_dicom_seg(self.output / f"{volume_id}_seg.dcm", result.pred, image, self.model_name, result.threshold)
 
     def add(self, volume_id: str, mask_path: str, result: VolumeResult) -> None:
         """Keep a labelled volume's table row, lesion-slice rows and voxels for the curves."""
@@ -124,10 +131,16 @@ class VolumeReport:
                 }
             )
 
-    def write_scan_report(self, volume_id: str, slice_scores: list[float], result: VolumeResult) -> Path:
-        """``<volume_id>.json`` for an unlabelled scan (``slice_scores``: of every served slice, all planes)."""
+    def write_scan_report(
+        self, volume_id: str, slice_scores: list[float], result: VolumeResult, series: dict[str, str] | None = None
+    ) -> Path:
+        """``<volume_id>.json`` for an unlabelled scan.
+
+        ``slice_scores`` are those of every served slice, all planes; ``series`` is a DICOM scan's ``Volume.series``.
+        """
         report = {
             "volume_id": volume_id,
+            **({"series": series} if series is not None else {}),
             "max_slice_score": max(slice_scores) if slice_scores else None,
             "anomalous_volume_ml": result.predicted_ml,
             "slices_flagged": [int(z) for z in np.flatnonzero(result.pred.any(axis=(0, 1)))],
