@@ -16,7 +16,9 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (read when huggingface_hub is imported)
 
@@ -95,6 +97,50 @@ def cpu_engine():
         )
 
     return make
+
+
+def _mvfa_image(path: Path, seed: int, lesion: tuple[slice, slice] | None) -> None:
+    rng = np.random.default_rng(seed)
+    array = rng.integers(40, 90, (24, 24), dtype=np.uint8)
+    if lesion is not None:
+        array[lesion] = 230
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _mvfa_mask(path: Path, lesion: tuple[slice, slice]) -> None:
+    array = np.zeros((24, 24), np.uint8)
+    array[lesion] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture(scope="session")
+def mvfa_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MVFA-release BMAD tree (no ``train/``): Liver, Brain (masks) and Chest (labels only), 24 x 24 images.
+
+    Each has ``valid/`` (Liver 6 + 6, the others 3 + 3) and ``test/`` (3 + 3) images; abnormal image ``i`` has a bright
+    8 x 8 lesion at ``(6 + i, 8 + i)``, its mask (segmentation categories) marks it. ``fewshot_seed/Liver/4-shot.txt``
+    lists 4 + 4 Liver ``valid/`` images.
+    """
+    root = tmp_path_factory.mktemp("mvfa_tree")
+    seed = 0
+    for category, masks, n_valid in (("Liver", True, 6), ("Brain", True, 3), ("Chest", False, 3)):
+        for split, count in (("valid", n_valid), ("test", 3)):
+            for label in ("good", "Ungood"):
+                for i in range(count):
+                    seed += 1
+                    name = f"{category.lower()}_{split}_{label}{i}.png"
+                    lesion = (slice(6 + i, 14 + i), slice(8 + i, 16 + i)) if label == "Ungood" else None
+                    _mvfa_image(root / f"{category}_AD" / split / label / "img" / name, seed, lesion)
+                    if masks and lesion is not None:
+                        _mvfa_mask(root / f"{category}_AD" / split / label / "anomaly_mask" / name, lesion)
+    shots = root / "fewshot_seed" / "Liver"
+    shots.mkdir(parents=True)
+    normal = " ".join(f"liver_valid_good{i}.png" for i in range(4))
+    abnormal = " ".join(f"liver_valid_Ungood{i}.png" for i in range(4))
+    (shots / "4-shot.txt").write_text(f"n-0: {normal}\na-0: {abnormal}\n")
+    return root
 
 
 def _tree(root: Path) -> dict[str, tuple[int, str]]:

@@ -10,6 +10,9 @@ variants (see :mod:`anomalib_medclip.data.bmad_layout`). Brain, Liver and Retina
 - ``shots=K``: train on the K normal + K abnormal ``valid`` images listed in ``fewshot_seed/<Category>/<K>-shot.txt``
   (lines ``n-<i>: names...`` / ``a-<i>: names...``); those images are removed from the validation split;
 - ``leave_one_out=True`` (zero-shot): train on the ``test`` images of the other five categories found under ``root``;
+  images of segmentation categories carry their masks (zeros for normal images), the others none, and every training
+  batch holds one category's images (:class:`~anomalib_medclip.data.samplers.GroupedBatchSampler`), so models that
+  train maps train them on the segmentation sources, as MVFA's ``train_zero.py`` does;
 - neither, on a release without ``train/`` (MVFA's): the train split is empty (``len(train_data) == 0``), which only
   models that do not train can use (zero-shot CLIP, official checkpoints); :func:`no_train_split_message` is the
   error for the others.
@@ -52,6 +55,7 @@ from anomalib_medclip.data.bmad_layout import (
     read_med_mask,
     split_folder_exists,
 )
+from anomalib_medclip.data.samplers import grouped_train_loader
 
 __all__ = ["MedBMAD", "MedBMADDataset", "MedImageDataset", "make_med_bmad_dataset", "no_train_split_message"]
 
@@ -121,7 +125,7 @@ def _split_rows(category: str, split_path: Path, split: str) -> list[dict]:
         if lossy:
             _warn_lossy_masks(mask_folder, lossy, sum(mask is not None for mask in masks))
     for row in rows:
-        row |= {"split": split, "category": category}
+        row |= {"split": split, "category": category, "segmentation": category in SEGMENTATION_CATEGORIES}
     return rows
 
 
@@ -136,8 +140,9 @@ def make_med_bmad_dataset(
         split: Keep only ``train``, ``val`` or ``test``. Defaults to ``None`` (all present splits).
 
     Returns:
-        Columns ``image_path``, ``mask_path`` (``""`` if none), ``label_index``, ``split``, ``category``;
-        ``attrs["task"]`` is ``"segmentation"`` for Brain/Liver/Retina_RESC, else ``"classification"``.
+        Columns ``image_path``, ``mask_path`` (``""`` if none), ``label_index``, ``split``, ``category`` and
+        ``segmentation`` (whether the category has pixel masks); ``attrs["task"]`` is ``"segmentation"`` for
+        Brain/Liver/Retina_RESC, else ``"classification"``.
 
     Raises:
         FileNotFoundError: If the root, the category or all its split folders are missing.
@@ -167,6 +172,9 @@ def make_med_bmad_dataset(
 class MedImageDataset(AnomalibDataset):
     """2D medical images from a samples table, read without 8-bit saturation (see ``read_med_image``).
 
+    A row's item carries a mask when the row's ``segmentation`` is true (the table's task when the column is absent),
+    so a table pooling several categories (leave-one-out) serves masks for its segmentation categories only.
+
     Args:
         samples: Table as returned by :func:`make_med_bmad_dataset` (with ``attrs["task"]``).
         augmentations: Joint image/mask augmentations. Defaults to ``None``.
@@ -177,12 +185,13 @@ class MedImageDataset(AnomalibDataset):
         self.samples = samples
 
     def __getitem__(self, index: int) -> ImageItem:
-        """Image in [0, 1] as ``(3, H, W)``; for segmentation, ``mask > 0`` (zeros for normal images)."""
+        """Image in [0, 1] as ``(3, H, W)``; for a segmentation row, ``mask > 0`` (zeros for normal images)."""
         row = self.samples.iloc[index]
         image = TvImage(read_med_image(row.image_path))
         label = int(row.label_index)
         gt_mask = None
-        if self.task.value == "segmentation":
+        segmentation = row.segmentation if "segmentation" in row.index else self.task.value == "segmentation"
+        if segmentation:
             empty = Mask(torch.zeros(image.shape[-2:], dtype=torch.bool))
             gt_mask = Mask(read_med_mask(row.mask_path)) if row.mask_path else empty
         if self.augmentations is not None:
@@ -249,7 +258,8 @@ class MedBMAD(AnomalibDataModule):
         shots: Train on the K-shot list of MVFA (``K`` in 2, 4, 8, 16). Defaults to ``None`` (the ``train/`` split).
         fewshot_dir: Folder with ``<Category>/<K>-shot.txt``. Defaults to ``None`` (``<root>/fewshot_seed``).
         fewshot_iteration: The ``n-<i>``/``a-<i>`` line pair to use. Defaults to ``0``.
-        leave_one_out: Train on the test images of the other categories (MVFA zero-shot). Defaults to ``False``.
+        leave_one_out: Train on the test images of the other categories (MVFA zero-shot), in batches of one category
+            each, with masks for the segmentation categories. Defaults to ``False``.
         object_name: Object phrase for prompts. Defaults to ``None`` (MVFA's phrase of the category).
         train_augmentations: Train augmentations. Defaults to ``None``.
         val_augmentations: Validation augmentations. Defaults to ``None``.
@@ -338,8 +348,8 @@ class MedBMAD(AnomalibDataModule):
                 msg = f"leave_one_out=True but no other BMAD category has a test split under {self.root}."
                 raise FileNotFoundError(msg)
             train = pd.concat(others, ignore_index=True)
-            seg_only = all(t.attrs["task"] == "segmentation" for t in others)
-            train.attrs["task"] = "segmentation" if seg_only else "classification"
+            # the pool's task says whether any of its items carries a mask; each row says whether its own does
+            train.attrs["task"] = "segmentation" if train.segmentation.any() else "classification"
             return train.assign(split=Split.TRAIN.value)
         if self.shots is not None:
             listed = read_fewshot_list(
@@ -394,12 +404,17 @@ class MedBMAD(AnomalibDataModule):
             setattr(self, f"{split.value}_data", MedImageDataset(part))
 
     def train_dataloader(self) -> TRAIN_DATALOADERS:
-        """The train loader, or on an empty train split (no ``train/``) an empty one instead of a sampler error.
+        """The shuffled train loader; leave-one-out: batches of one source category each; no ``train/``: empty.
 
-        PyTorch's shuffling sampler refuses an empty dataset; a model that trains should refuse the empty split at
-        the start of ``fit`` with :func:`no_train_split_message`.
+        Leave-one-out pools images with masks (segmentation categories) and without, which anomalib's collate cannot
+        stack in one batch; batches of one category (as MVFA's ``train_zero.py`` builds them) also never mix the
+        categories' image sizes and leave room for per-category prompts. PyTorch's shuffling sampler refuses an empty
+        dataset; a model that trains should refuse the empty split at the start of ``fit`` with
+        :func:`no_train_split_message`.
         """
         if len(self.train_data) > 0:
+            if self.leave_one_out:
+                return grouped_train_loader(self, groups=self.train_data.samples.category.tolist())
             return super().train_dataloader()
         return DataLoader(
             dataset=self.train_data,

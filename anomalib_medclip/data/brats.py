@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Transform
 
 from anomalib_medclip.data.nifti import (
@@ -75,10 +75,10 @@ from anomalib_medclip.data.nifti import (
     read_label_map,
     read_volume,
 )
+from anomalib_medclip.data.samplers import grouped_train_loader
 from anomalib_medclip.data.volume_slices import (
     Channels,
     NiftiSliceDataset,
-    PlaneBatchSampler,
     VolumeEvalLoadersMixin,
     check_channels,
     describe_inputs,
@@ -646,8 +646,8 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
             ``[t2f, t1c, t2w]``); the first is the reference (brain mask, 3D evaluation, overlays) and replaces
             ``modality``. Defaults to ``None``.
         train_planes: Slice planes served for training (same choices; an option: training on several planes
-            changes what the model learns). Batches never mix planes (:class:`PlaneBatchSampler`). Defaults to
-            ``None`` (axial).
+            changes what the model learns). Batches never mix planes
+            (:class:`~anomalib_medclip.data.samplers.GroupedBatchSampler`). Defaults to ``None`` (axial).
     """
 
     def __init__(
@@ -753,10 +753,7 @@ class BraTS(VolumeEvalLoadersMixin, AnomalibDataModule):
         """The shuffled train loader of anomalib; with several ``train_planes``, batches of one plane each."""
         if len(self.train_planes) == 1:
             return super().train_dataloader()
-        planes = self.train_data.samples.plane.tolist()
-        sampler = PlaneBatchSampler(RandomSampler(self.train_data), self.train_batch_size, planes=planes)
-        collate = self.external_collate_fn or self.train_data.collate_fn
-        return DataLoader(self.train_data, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate)
+        return grouped_train_loader(self, groups=self.train_data.samples.plane.tolist())
 
     def _create_test_split(self) -> None:
         """Keep the subject-level test split (anomalib's ``split_by_label`` would reorder and copy it)."""

@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 from anomalib.data import AnomalibDataset
 from anomalib.data.utils import LabelName
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Mask
 
@@ -65,7 +65,6 @@ __all__ = [
     "SLICE_COLUMNS",
     "Channels",
     "NiftiSliceDataset",
-    "PlaneBatchSampler",
     "VolumeBatchSampler",
     "VolumeEvalLoadersMixin",
     "check_channels",
@@ -337,68 +336,6 @@ class VolumeBatchSampler(BatchSampler):
 
     def __len__(self) -> int:
         return len(self._batches)
-
-
-class PlaneBatchSampler(BatchSampler):
-    """Shuffled training batches that never mix slice planes (training on several planes).
-
-    Slices of different planes differ in size; in one batch, anomalib's collate would stretch them to one size before
-    the model's ``PreProcessor`` resizes them again. With batches of one plane each slice is resized once, as in
-    evaluation. Each epoch every plane's slices are shuffled and cut into batches, and the batch order is shuffled.
-
-    Under DDP, Lightning re-creates this batch sampler with its ``DistributedSampler`` as ``sampler``; its
-    ``num_replicas``, ``rank``, ``seed``, ``epoch`` and ``shuffle`` are used: every process draws the same batches
-    (seeded by ``seed + epoch``) and keeps every ``num_replicas``-th one, the list padded with its first batches so
-    that every process runs the same number of steps. Otherwise the shuffle is seeded from torch's global generator
-    (as ``RandomSampler`` does, so ``seed_everything`` makes it reproducible), and a non-random ``sampler`` keeps the
-    table order.
-
-    Args:
-        sampler: ``RandomSampler`` (shuffled), another sampler (table order) or, set by Lightning, a
-            ``DistributedSampler``.
-        batch_size: Slices per batch.
-        drop_last: Drop each plane's last incomplete batch. Defaults to ``False``.
-        planes: The plane of each dataset index. Defaults to ``()``.
-    """
-
-    def __init__(
-        self, sampler: Sampler[int], batch_size: int, drop_last: bool = False, planes: list[str] | tuple[str, ...] = ()
-    ) -> None:
-        super().__init__(sampler, batch_size, drop_last)
-        self.planes = np.asarray(planes, dtype=object)
-        self._counts = pd.Series(self.planes).value_counts(sort=False).to_numpy() if len(self.planes) else []
-
-    def _layout(self) -> tuple[int, int, torch.Generator | None]:
-        """``(num_replicas, rank, generator)``; the generator is ``None`` for table order."""
-        sampler = self.sampler
-        if isinstance(sampler, DistributedSampler):
-            if not sampler.shuffle:
-                return sampler.num_replicas, sampler.rank, None
-            return sampler.num_replicas, sampler.rank, torch.Generator().manual_seed(sampler.seed + sampler.epoch)
-        if isinstance(sampler, RandomSampler):
-            seed = int(torch.empty((), dtype=torch.int64).random_().item())
-            return 1, 0, torch.Generator().manual_seed(seed)
-        return 1, 0, None
-
-    def __iter__(self):
-        replicas, rank, generator = self._layout()
-        batches: list[list[int]] = []
-        for plane in dict.fromkeys(self.planes):
-            indices = np.flatnonzero(self.planes == plane)
-            if generator is not None:
-                indices = indices[torch.randperm(len(indices), generator=generator).numpy()]
-            stop = len(indices) - len(indices) % self.batch_size if self.drop_last else len(indices)
-            batches += [indices[i : i + self.batch_size].tolist() for i in range(0, stop, self.batch_size)]
-        if generator is not None:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-        batches += [batches[i % len(batches)] for i in range(len(self) * replicas - len(batches))]
-        return iter(batches[rank::replicas])
-
-    def __len__(self) -> int:
-        replicas = self.sampler.num_replicas if isinstance(self.sampler, DistributedSampler) else 1
-        size = self.batch_size
-        total = sum(n // size if self.drop_last else -(-n // size) for n in self._counts)
-        return -(-total // replicas)
 
 
 class VolumeEvalLoadersMixin:

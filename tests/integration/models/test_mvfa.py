@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """MVFA end to end on a generated MVFA-release tree: the stock CLI under both protocols, and the zero-shot fit's reads.
 
-The tree has Liver and Brain (masks) and Chest (labels only), each with ``valid/`` and ``test/`` (MVFA's release has
-no ``train/``), and MVFA's ``fewshot_seed/Liver/4-shot.txt``. Zero-shot (``leave_one_out``) trains on the Brain and
-Chest test images and must not read a Liver image before fit ends; 4-shot trains on the 4 + 4 listed Liver images.
+The tree (``mvfa_tree``, tests/conftest.py) has Liver and Brain (masks) and Chest (labels only), each with ``valid/``
+and ``test/`` (MVFA's release has no ``train/``), and MVFA's ``fewshot_seed/Liver/4-shot.txt``. Zero-shot
+(``leave_one_out``) trains on the Brain and Chest test images and must not read a Liver image before fit ends; 4-shot
+trains on the 4 + 4 listed Liver images.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from anomalib.engine import Engine
-from PIL import Image
 
 from anomalib_medclip import MVFA
 from anomalib_medclip.data import MedBMAD
@@ -27,43 +26,6 @@ from anomalib_medclip.data import bmad as bmad_module
 
 ANOMALIB = shutil.which("anomalib") or str(Path(sys.executable).parent / "anomalib")
 TINY = {"backbone": "ViT-tiny-test", "pretrained": None, "image_size": 32}
-
-
-def _image(path: Path, seed: int, abnormal: bool) -> None:
-    rng = np.random.default_rng(seed)
-    array = rng.integers(40, 90, (24, 24), dtype=np.uint8)
-    if abnormal:
-        array[6:14, 8:16] = 230
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-def _mask(path: Path) -> None:
-    array = np.zeros((24, 24), np.uint8)
-    array[6:14, 8:16] = 255
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-@pytest.fixture(scope="module")
-def mvfa_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("mvfa_tree")
-    seed = 0
-    for category, masks, n_valid in (("Liver", True, 6), ("Brain", True, 3), ("Chest", False, 3)):
-        for split, count in (("valid", n_valid), ("test", 3)):
-            for label in ("good", "Ungood"):
-                for i in range(count):
-                    seed += 1
-                    name = f"{category.lower()}_{split}_{label}{i}.png"
-                    _image(root / f"{category}_AD" / split / label / "img" / name, seed, label == "Ungood")
-                    if masks and label == "Ungood":
-                        _mask(root / f"{category}_AD" / split / label / "anomaly_mask" / name)
-    shots = root / "fewshot_seed" / "Liver"
-    shots.mkdir(parents=True)
-    normal = " ".join(f"liver_valid_good{i}.png" for i in range(4))
-    abnormal = " ".join(f"liver_valid_Ungood{i}.png" for i in range(4))
-    (shots / "4-shot.txt").write_text(f"n-0: {normal}\na-0: {abnormal}\n")
-    return root
 
 
 def _cli(root: Path, tmp: Path, *protocol: str) -> subprocess.CompletedProcess:

@@ -170,3 +170,29 @@ def test_reader_keeps_16_bit_range_and_drops_alpha(tmp_path: Path) -> None:
     torch.testing.assert_close(rgba, torch.full((3, 6, 8), 0.2))
     assert not read_med_mask(_png(tmp_path / "black.png", 0, "RGBA")).any()  # opaque black is not an anomaly
     assert read_med_mask(_png(tmp_path / "m16.png", 1, "I;16")).all()
+
+
+@pytest.mark.filterwarnings("ignore:Leave-one-out training skips")
+def test_leave_one_out_batches_are_one_category_with_its_masks(mvfa_tree: Path) -> None:
+    datamodule = MedBMAD(mvfa_tree, "Liver", leave_one_out=True, num_workers=0, train_batch_size=2)
+    datamodule.setup()
+    train = datamodule.train_data.samples
+    assert datamodule.train_data.task.value == "segmentation"  # some of its items carry masks
+    category = dict(zip(train.image_path, train.category, strict=True))
+    mask_file = dict(zip(train.image_path, train.mask_path, strict=True))
+    assert sorted(set(category.values())) == ["Brain", "Chest"]
+    loader = datamodule.train_dataloader()
+    seen: list[str] = []
+    for batch in loader:
+        (source,) = {category[path] for path in batch.image_path}  # one category per batch
+        if source == "Chest":
+            assert batch.gt_mask is None
+        else:
+            assert batch.gt_mask is not None
+            for path, mask in zip(batch.image_path, batch.gt_mask, strict=True):
+                assert bool(mask_file[path]) == ("Ungood" in path)
+                expected = np.asarray(Image.open(mask_file[path])) > 0 if mask_file[path] else np.zeros((24, 24), bool)
+                assert np.array_equal(mask.numpy(), expected)  # zeros for the normal images
+        seen += batch.image_path
+    assert sorted(seen) == sorted(train.image_path)  # every training image once per epoch
+    assert len(loader) == 6  # 3 + 3 batches of 2: Brain's 6 test images, Chest's 6

@@ -15,7 +15,8 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Rando
 
 from anomalib_medclip.data import BraTS, MedSliceBatch, NiftiScans
 from anomalib_medclip.data.nifti import read_volume
-from anomalib_medclip.data.volume_slices import NiftiSliceDataset, PlaneBatchSampler, VolumeBatchSampler
+from anomalib_medclip.data.samplers import GroupedBatchSampler
+from anomalib_medclip.data.volume_slices import NiftiSliceDataset, VolumeBatchSampler
 from anomalib_medclip.volumes import EvaluationSettings, SliceBuffer, finalise_volume, stack_slices
 
 SHAPE = (14, 12, 9)  # source voxel order; the affine permutes and flips axes (not RAS), voxels anisotropic
@@ -177,12 +178,12 @@ def test_training_on_several_planes_serves_their_slices_and_masks(tmp_path: Path
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
-def test_plane_batch_sampler_shuffles_within_planes_and_splits_equally_under_ddp(drop_last: bool) -> None:
+def test_grouped_batch_sampler_shuffles_within_planes_and_splits_equally_under_ddp(drop_last: bool) -> None:
     planes = ["axial"] * 23 + ["coronal"] * 11 + ["sagittal"] * 7
     dataset = list(range(len(planes)))
 
     def batches(sampler: Sampler) -> list[list[int]]:
-        batch_sampler = PlaneBatchSampler(sampler, 4, drop_last, planes=planes)
+        batch_sampler = GroupedBatchSampler(sampler, 4, drop_last, groups=planes)
         drawn = list(batch_sampler)
         assert len(drawn) == len(batch_sampler)
         assert all(len({planes[i] for i in batch}) == 1 for batch in drawn)
@@ -265,7 +266,7 @@ def test_unlabelled_scans_serve_every_plane(tmp_path: Path) -> None:
         NiftiScans(case, channels="sequences")
 
 
-def test_lightning_rebuilds_the_plane_batch_sampler_around_its_distributed_sampler() -> None:
+def test_lightning_rebuilds_the_grouped_batch_sampler_around_its_distributed_sampler() -> None:
     """What Lightning does to a train loader under DDP (private API): same class and planes, its sampler inside."""
     from lightning.fabric.utilities.data import _replace_dunder_methods
     from lightning.pytorch.utilities.data import _update_dataloader
@@ -273,12 +274,12 @@ def test_lightning_rebuilds_the_plane_batch_sampler_around_its_distributed_sampl
     planes = ["axial"] * 10 + ["coronal"] * 5
     with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
         loader = DataLoader(
-            list(range(15)), batch_sampler=PlaneBatchSampler(RandomSampler(range(15)), 4, planes=planes)
+            list(range(15)), batch_sampler=GroupedBatchSampler(RandomSampler(range(15)), 4, groups=planes)
         )
     shares = [
         _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=rank, seed=3)).batch_sampler
         for rank in (0, 1)
     ]
-    assert all(isinstance(share, PlaneBatchSampler) and list(share.planes) == planes for share in shares)
+    assert all(isinstance(share, GroupedBatchSampler) and list(share.groups) == planes for share in shares)
     assert [len(share) for share in shares] == [3, 3]  # 3 + 2 batches, one repeated: 3 per process
     assert {i for share in shares for batch in share for i in batch} == set(range(15))

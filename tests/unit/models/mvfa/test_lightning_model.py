@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from anomalib.data import ImageBatch
 
 from anomalib_medclip import MVFA
+from anomalib_medclip.data import MedBMAD
 
 OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 TINY = {"backbone": "ViT-tiny-test", "pretrained": None, "image_size": 32, "object_name": "toy"}
@@ -46,6 +49,31 @@ def test_batches_without_masks_step_the_detection_adapters_only(with_mask: bool)
     det_moved = [n for n, d in change.items() if n.startswith("det") and d.abs().max() > 0]
     assert det_moved
     assert bool(seg_moved) == with_mask  # the original steps its seg Adam only after a seg loss
+
+
+@pytest.mark.filterwarnings("ignore:Leave-one-out training skips")
+def test_zero_shot_trains_the_seg_adapters_on_the_segmentation_sources(mvfa_tree: Path, tiny_model) -> None:
+    """MedBMAD leave-one-out (target Liver): Brain batches carry masks and train the seg adapters, Chest ones do not."""
+    datamodule = MedBMAD(mvfa_tree, "Liver", leave_one_out=True, num_workers=0, train_batch_size=3)
+    datamodule.setup()
+    module = tiny_model("MVFA")
+    module.model.setup_text("toy")
+    optimizer = module.configure_optimizers()
+    last_seg = module.model.seg_adapters[-1].fc1[0].weight  # reached by no later tapped layer: by the map loss only
+    grads: dict[str, list[tuple[torch.Tensor | None, bool]]] = {"Brain": [], "Chest": []}
+    for batch in datamodule.train_dataloader():
+        (source,) = {Path(path).parts[-5].removesuffix("_AD") for path in batch.image_path}
+        assert (batch.gt_mask is not None) == (source == "Brain")
+        module.pre_processor.on_train_batch_start(None, module, batch, 0)  # what the Engine does: resize to 32 px
+        optimizer.zero_grad(set_to_none=True)
+        module.training_step(batch).backward()
+        before_step = last_seg.grad
+        module.on_before_optimizer_step(optimizer)
+        cleared = all(p.grad is None for p in module.model.seg_adapters.parameters())
+        grads[source].append((before_step, cleared))
+    assert len(grads["Brain"]) == len(grads["Chest"]) == 2  # 6 test images each, batches of 3
+    assert all(g is not None and g.abs().max() > 0 and not cleared for g, cleared in grads["Brain"])
+    assert all(g is None and cleared for g, cleared in grads["Chest"])
 
 
 def test_one_adam_with_two_groups_equals_two_adams() -> None:
