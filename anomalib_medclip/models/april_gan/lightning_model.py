@@ -195,16 +195,35 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
         self.prepare_few_shot()
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Sum over layers of focal + Dice (abnormal channel) against the masks."""
+    def on_train_epoch_start(self) -> None:
+        """Count the epoch's batches with masks (the adapters only learn from those)."""
+        self._mask_batches = 0
+
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> torch.Tensor | None:
+        """Sum over layers of focal + Dice (abnormal channel) against the masks; a batch without masks is skipped.
+
+        The original trains on segmentation data only; MVFA's zero-shot split mixes in classification categories,
+        whose batches carry no masks (``layer_map_loss`` warns once) and so train nothing here.
+        """
         del args, kwargs
         if batch.gt_mask is None:
-            msg = "AprilGAN trains its adapters on masks, but the training batches have none (gt_mask is None)."
-            raise ValueError(msg)
-        probs = self.model.forward_train(batch.image)
-        loss = torch.stack([self.map_loss(p, batch.gt_mask) for p in probs]).sum()
+            if not getattr(self, "_warned_no_mask", False):
+                logger.warning("AprilGAN: training batches without masks are skipped (its adapters learn from masks).")
+                self._warned_no_mask = True
+            return None
+        loss = self.layer_map_loss(self.model.forward_train(batch.image), batch)
+        self._mask_batches += 1
         self.log_train_loss(loss, batch_size=len(batch.image))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Refuse an epoch that trained nothing: the training split has no masks at all."""
+        if self._mask_batches == 0:
+            msg = (
+                "AprilGAN trains its adapters on masks, but no training batch of this epoch had any (gt_mask is "
+                "None): use a segmentation dataset, or official_checkpoint=... / k_shot without training."
+            )
+            raise ValueError(msg)
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         """Adam over the adapters only (betas of the original); nothing to train with an official checkpoint."""

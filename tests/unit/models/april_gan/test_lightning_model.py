@@ -57,3 +57,23 @@ def test_vand_is_the_same_model_under_the_study_name() -> None:
     assert isinstance(model, VAND)
     assert isinstance(model, AprilGAN)
     assert model.hparams.object_name == "toy"
+
+
+def test_batches_without_masks_are_skipped_and_an_epoch_without_any_is_refused(tiny_model) -> None:
+    """MVFA's zero-shot split mixes classification categories in: their batches train nothing, masked ones train."""
+    from anomalib.data import ImageBatch
+
+    model = tiny_model("AprilGAN")
+    model.model.setup_text("toy")
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[:, 8:16, 8:16] = True
+    labels = torch.tensor([1, 1])
+    model.on_train_epoch_start()
+    assert model.training_step(ImageBatch(image=images, gt_label=labels)) is None
+    with pytest.raises(ValueError, match="no training batch of this epoch had any"):
+        model.on_train_epoch_end()
+    loss = model.training_step(ImageBatch(image=images, gt_label=labels, gt_mask=masks))
+    assert loss is not None
+    assert loss.requires_grad
+    model.on_train_epoch_end()  # one batch with masks: the epoch trained
