@@ -8,11 +8,16 @@ loops do (antialiased bicubic): a 48 px image through the ONNX graph equals the 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import lightning
 import numpy as np
 import pytest
 import torch
+from anomalib.deploy import TorchInferencer
 
 from anomalib_medclip.models import list_models
 
@@ -62,3 +67,35 @@ def test_anovl_test_time_adaptation_refuses_onnx_by_option(tiny_model, tmp_path:
     with pytest.raises(ValueError, match="tta_steps=0"):
         tiny_model("AnoVL").to_onnx(tmp_path, input_size=(32, 32))
     assert not any(tmp_path.iterdir())
+
+
+def test_stock_cli_exports_torch_and_onnx_equal_to_the_checkpoint(tiny_model, tmp_path: Path, monkeypatch) -> None:
+    model = tiny_model("VanillaCLIP")
+    model.setup("test")
+    trainer = lightning.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    model.eval()
+    with torch.no_grad():
+        expected = model(IMAGES)
+    anomalib = str(Path(sys.executable).with_name("anomalib"))
+    for export_type in ("torch", "onnx"):
+        args = [
+            anomalib, "export", "--model", "VanillaCLIP", "--model.backbone", "ViT-tiny-test", "--model.pretrained",
+            "null", "--model.image_size", "32", "--ckpt_path", str(tmp_path / "model.ckpt"), "--export_type",
+            export_type, "--input_size", "[32,32]", "--export_root", str(tmp_path / export_type),
+        ]  # fmt: skip
+        proc = subprocess.run(args, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.setenv("TRUST_REMOTE_CODE", "1")  # anomalib unpickles exported models only when told: ours, fresh
+    inferencer = TorchInferencer(tmp_path / "torch/weights/torch/model.pt", device="cpu")
+    for index, image in enumerate(IMAGES):
+        prediction = inferencer.predict(image)
+        with torch.no_grad():
+            single = model(IMAGES[index : index + 1])  # the same batch of one
+        torch.testing.assert_close(prediction.pred_score.flatten().detach(), single.pred_score, atol=1e-6, rtol=0)
+        torch.testing.assert_close(prediction.anomaly_map.detach(), single.anomaly_map[0], atol=1e-6, rtol=0)
+    (onnx_file,) = (tmp_path / "onnx").rglob("model.onnx")  # with its external-data file, if any, beside it
+    got = _run(onnx_file, IMAGES)
+    np.testing.assert_allclose(got["pred_score"], expected.pred_score.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got["anomaly_map"], expected.anomaly_map.numpy(), atol=1e-4, rtol=0)
