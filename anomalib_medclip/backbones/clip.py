@@ -297,7 +297,8 @@ class CLIPBackbone(nn.Module):
         if bad:
             msg = f"Text layers {bad} are out of range 1..{len(blocks)} for '{self.info.name}'."
             raise ValueError(msg)
-        tokens = tokens[:, : int(tower.lengths(tokens).max())]  # exact: later positions cannot change a feature
+        if not (torch.compiler.is_exporting() or torch.jit.is_tracing()):  # a data-dependent shape graphs refuse
+            tokens = tokens[:, : int(tower.lengths(tokens).max())]  # exact: later positions cannot change a feature
         rows, pooled_at = torch.arange(tokens.shape[0], device=tokens.device), tower.pooled_position(tokens)
         words = self.token_embeddings(tokens) if embeddings is None else embeddings[:, : tokens.shape[1]]
         x = tower.embed(words)

@@ -36,6 +36,12 @@ def original_repo() -> Callable[[str], Path]:
     return find
 
 
+def _lives_under(module: ModuleType, root: Path) -> bool:
+    """Whether a module, or a namespace package (no ``__file__``, e.g. AA-CLIP's ``model/``), comes from ``root``."""
+    places = [str(getattr(module, "__file__", None) or ""), *map(str, getattr(module, "__path__", None) or [])]
+    return any(place.startswith(str(root)) for place in places if place)
+
+
 @pytest.fixture(scope="session")
 def import_original() -> Callable[..., SimpleNamespace]:
     """``import_original(root, "model", "utils")``: an original's top-level modules, imported by their plain names.
@@ -51,7 +57,7 @@ def import_original() -> Callable[..., SimpleNamespace]:
         finally:
             sys.path.remove(str(root))
             for name, module in list(sys.modules.items()):
-                if isinstance(module, ModuleType) and str(getattr(module, "__file__", "")).startswith(str(root)):
+                if isinstance(module, ModuleType) and _lives_under(module, root):
                     del sys.modules[name]
         return SimpleNamespace(**{name.replace(".", "_"): module for name, module in modules.items()})
 

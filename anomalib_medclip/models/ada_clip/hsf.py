@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import torch
@@ -37,10 +38,18 @@ def _kmeans_plus_plus(x: torch.Tensor, k: int, uniforms: torch.Tensor) -> torch.
     for j in range(1, k):
         cumulative = closest.cumsum(dim=1)
         target = uniforms[j] * cumulative[:, -1:]
-        index = torch.searchsorted(cumulative, target.contiguous()).squeeze(1).clamp(max=n - 1)
+        index = (cumulative < target).sum(dim=1).clamp(max=n - 1)  # searchsorted's left index; ONNX has no searchsorted
         centers.append(x[rows, index])
         closest = torch.minimum(closest, (x - centers[-1][:, None]).pow(2).sum(-1))
     return torch.stack(centers, dim=1)
+
+
+def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest centre ``(B, n)`` from ``|c|^2 - 2 x.c`` (``|x|^2`` is the same for every centre).
+
+    As ``torch.cdist`` computes it for large inputs; ONNX has no ``cdist``.
+    """
+    return (centers.pow(2).sum(-1)[:, None] - 2 * x @ centers.transpose(1, 2)).argmin(dim=-1)
 
 
 @torch.no_grad()
@@ -49,21 +58,24 @@ def batched_kmeans(x: torch.Tensor, k: int, *, seed: int = 0, max_iter: int = 10
 
     k-means++ seeding (uniform draws from ``seed``, shared by all images), then Lloyd iterations until no label
     changes (a fixed point is stable, so images that converged early are unaffected by further iterations). An
-    emptied cluster keeps its last centre.
+    emptied cluster keeps its last centre. An exported graph cannot stop on a data-dependent test: it runs all
+    ``max_iter`` iterations, which gives the same labels for that reason.
     """
     n = x.shape[1]
     k = min(k, n)
     x = x.float()
-    uniforms = torch.rand(k, generator=torch.Generator().manual_seed(seed)).to(x.device)
+    generator = random.Random(seed)  # plain Python numbers: constants in an exported graph (a torch generator is not)
+    uniforms = torch.tensor([generator.random() for _ in range(k)], device=x.device)
     centers = _kmeans_plus_plus(x, k, uniforms)
-    labels = torch.cdist(x, centers).argmin(dim=-1)
+    labels = _nearest(x, centers)
+    exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()  # a graph cannot stop on data: all iterations
     for _ in range(max_iter):
         one_hot = F.one_hot(labels, k).to(x.dtype)  # (B, n, k)
         counts = one_hot.sum(dim=1)  # (B, k)
         sums = one_hot.transpose(1, 2) @ x  # (B, k, d)
         centers = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centers)
-        new = torch.cdist(x, centers).argmin(dim=-1)
-        if torch.equal(new, labels):
+        new = _nearest(x, centers)
+        if not exporting and torch.equal(new, labels):
             break
         labels = new
     return labels

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
@@ -89,6 +90,20 @@ class AnoVL(MedCLIPModuleMixin, AnomalibModule):
     def is_trainable(self) -> bool:
         """Never: training-free (the test-time adapter is fitted per image inside the test step)."""
         return False
+
+    def to_onnx(self, *args: Any, **kwargs: Any) -> Path:
+        """ONNX (and OpenVINO) export of the zero-shot path only: test-time adaptation is an optimiser loop per image.
+
+        The torch export (``to_torch``) keeps the adaptation, as it runs the model's own code.
+        """
+        if self.model.tta_steps:
+            msg = (
+                f"AnoVL's test-time adaptation (tta_steps={self.model.tta_steps}) runs AdamW inside forward and cannot "
+                "be a static ONNX/OpenVINO graph: build the model with `tta_steps=0` (e.g. `--model.tta_steps 0`) "
+                "to export its zero-shot path, or use `--export_type torch`, which keeps the adaptation."
+            )
+            raise ValueError(msg)
+        return super().to_onnx(*args, **kwargs)
 
     def configure_optimizers(self) -> None:
         """Nothing is trained (the test-time adapter has its own optimiser, per batch)."""

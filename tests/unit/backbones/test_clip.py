@@ -203,3 +203,15 @@ def test_bad_inputs_raise_clear_errors(small_backbone: CLIPBackbone) -> None:
         small_backbone.encode_image(torch.randn(1, 3, 32, 32), out_layers=(13,))
     with pytest.raises(ValueError, match="multiple of the patch size 16"):
         CLIPBackbone("ViT-B-16", None, image_size=40)
+
+
+def test_text_is_not_cut_while_exporting_and_gives_the_same_features(small_backbone: CLIPBackbone, monkeypatch) -> None:
+    tokens = small_backbone.tokenize(["a photo of a damaged toy", "toy"])
+    cut = small_backbone.encode_text(tokens)
+    lengths = []
+    real_embed = small_backbone.text_tower.embed
+    monkeypatch.setattr(small_backbone.text_tower, "embed", lambda w: lengths.append(w.shape[1]) or real_embed(w))
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)  # as under torch.export (ONNX/OpenVINO)
+    full = small_backbone.encode_text(tokens)
+    assert lengths == [tokens.shape[1]]  # no data-dependent shape in the graph
+    torch.testing.assert_close(full, cut, atol=1e-5, rtol=0)

@@ -194,3 +194,14 @@ def test_official_checkpoint_round_trip_and_errors(model: AdaCLIPModel, tmp_path
     torch.save({"prompt_learner": {}}, tmp_path / "acl.pth")
     with pytest.raises(ValueError, match=r"acl\.pth' is not an AdaCLIP checkpoint: expected a flat dict of tensors"):
         fresh.load_official_checkpoint(tmp_path / "acl.pth")
+
+
+def test_kmeans_while_exporting_runs_every_iteration_to_the_same_labels(monkeypatch) -> None:
+    x = torch.randn(4, 100, 64, generator=torch.Generator().manual_seed(2))
+    eager = batched_kmeans(x, 20)
+    iterations = []
+    real_one_hot = torch.nn.functional.one_hot
+    monkeypatch.setattr(torch.nn.functional, "one_hot", lambda *a: iterations.append(1) or real_one_hot(*a))
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    assert torch.equal(batched_kmeans(x, 20, max_iter=30), eager)
+    assert len(iterations) == 30  # no data-dependent stop in a graph

@@ -23,3 +23,19 @@ def test_seed_run_seeds_unless_the_caller_did(tiny_model, monkeypatch: pytest.Mo
     seed_everything(11, verbose=False)  # the caller's seed wins
     model.seed_run()
     assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(11)))
+
+
+def test_exported_pre_processing_is_the_in_loop_transform(tiny_model) -> None:
+    pre_processor = tiny_model("VanillaCLIP").pre_processor
+    images = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    assert pre_processor.transform.transforms[0].antialias  # antialiased bicubic in the Engine loops ...
+    torch.testing.assert_close(pre_processor(images), pre_processor.transform(images), atol=0, rtol=0)  # ... exported
+
+
+def test_onnx_export_without_the_extra_names_it(tiny_model, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"needs onnxscript: `pip install 'anomalib-medclip\[export\]'`"):
+        tiny_model("VanillaCLIP").to_onnx(tmp_path)
