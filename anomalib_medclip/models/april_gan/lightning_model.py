@@ -116,6 +116,7 @@ class AprilGAN(MedCLIPModuleMixin, AnomalibModule):
             self.model.load_official_checkpoint(official_checkpoint)
         self.object_name = object_name
         self.map_loss = MapLoss.reference(normal_dice=False)
+        self._mask_batches = 0  # training batches with masks in the current epoch
         self.official_checkpoint = official_checkpoint
         self.k_shot, self.reference_seed, self.fuse_image_score = k_shot, reference_seed, fuse_image_score
         self.lr = lr
