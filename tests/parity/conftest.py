@@ -38,8 +38,12 @@ def original_repo() -> Callable[[str], Path]:
 
 def _lives_under(module: ModuleType, root: Path) -> bool:
     """Whether a module, or a namespace package (no ``__file__``, e.g. AA-CLIP's ``model/``), comes from ``root``."""
-    places = [str(getattr(module, "__file__", None) or ""), *map(str, getattr(module, "__path__", None) or [])]
-    return any(place.startswith(str(root)) for place in places if place)
+    path = getattr(module, "__path__", None)
+    try:
+        places = [getattr(module, "__file__", None), *(path or [])]
+    except TypeError:  # not a package path (e.g. torch.classes)
+        places = [getattr(module, "__file__", None)]
+    return any(isinstance(place, str) and place.startswith(str(root)) for place in places)
 
 
 @pytest.fixture(scope="session")
