@@ -50,15 +50,17 @@ def register_anomalib_names() -> None:
     anomalib's ``get_model({"class_path": ...})`` and ``get_datamodule`` (used by ``anomalib benchmark``) only look in
     those namespaces; ``get_model("VanillaCLIP")`` searches subclasses and works without this. Idempotent.
     """
-    import anomalib.data
-    import anomalib.models
+    import importlib
 
+    # not `anomalib.models` as an attribute: the start-up hook imports the plugin while ``anomalib.models`` is still
+    # finishing its import, before Python binds it on its parent package
+    anomalib_models, anomalib_data = (importlib.import_module(f"anomalib.{name}") for name in ("models", "data"))
     for name in models.__all__:
         if name[0].isupper():
-            setattr(anomalib.models, name, getattr(models, name))
+            setattr(anomalib_models, name, getattr(models, name))
     for obj in [DemoImages, *(getattr(data, name) for name in data.__all__)]:
-        if isinstance(obj, type) and issubclass(obj, anomalib.data.AnomalibDataModule):
-            setattr(anomalib.data, obj.__name__, obj)
+        if isinstance(obj, type) and issubclass(obj, anomalib_data.AnomalibDataModule):
+            setattr(anomalib_data, obj.__name__, obj)
 
 
 register_anomalib_names()

@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 _MODEL_KEY = "anomalib_medclip_model"
 _RUN_SEED: str | None = None
+# A seed this process inherited (a parent's ``seed_everything``, Lightning's DDP launcher, an exported variable): a
+# seed to apply, as Lightning's ``seed_everything(None)`` applies it, not a sign that this process is seeded.
+_INHERITED_SEED = os.environ.get("PL_GLOBAL_SEED")
 ModelT = TypeVar("ModelT", bound=PromptedModel)
 
 EXPORT_EXTRA_HINT = "pip install 'anomalib-medclip[export]'"
@@ -299,12 +302,16 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
         anomalib 2.7's CLI parses ``--seed_everything`` but never applies it, so without this two stock
         ``anomalib train`` runs shuffle and augment differently. A seed set by the caller (``seed_everything`` in
         Python, ``anomalib benchmark``'s job seed, the ``anomalib-medclip`` command) is kept; one this method set for
-        an earlier run in the same process is set again, so repeated fits in one process are reproducible too.
+        an earlier run in the same process is set again, so repeated fits in one process are reproducible too. A
+        ``PL_GLOBAL_SEED`` inherited from the environment is applied (Lightning's reading of it), not taken as done.
         """
         global _RUN_SEED  # one process-wide record of the seed this method applied
-        if os.environ.get("PL_GLOBAL_SEED") in {None, _RUN_SEED}:
+        current = os.environ.get("PL_GLOBAL_SEED")
+        if current in {None, _RUN_SEED}:
             seed_everything(self._seed, workers=True, verbose=False)
             _RUN_SEED = str(self._seed)
+        elif current == _INHERITED_SEED:
+            seed_everything(workers=True, verbose=False)  # seed=None reads the inherited PL_GLOBAL_SEED
 
     def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
         """Log ``train_loss`` per step and per epoch (short runs log fewer steps than Lightning's logging interval)."""

@@ -8,8 +8,11 @@ import pytest
 import torch
 from lightning.pytorch import seed_everything
 
+from anomalib_medclip.models.components import module
+
 
 def test_seed_run_seeds_unless_the_caller_did(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(module, "_INHERITED_SEED", None)
     monkeypatch.setenv("PL_GLOBAL_SEED", "")  # records the original state, restored after the test
     monkeypatch.delenv("PL_GLOBAL_SEED")
     model = tiny_model("VanillaCLIP", seed=5)
@@ -23,6 +26,15 @@ def test_seed_run_seeds_unless_the_caller_did(tiny_model, monkeypatch: pytest.Mo
     seed_everything(11, verbose=False)  # the caller's seed wins
     model.seed_run()
     assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(11)))
+
+
+def test_seed_run_applies_a_seed_inherited_from_the_environment(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``PL_GLOBAL_SEED`` a parent process left in the environment seeds nothing by itself: the run applies it."""
+    monkeypatch.setattr(module, "_INHERITED_SEED", "7")
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    torch.manual_seed(123)  # the state a process that never seeded could be in
+    tiny_model("VanillaCLIP", seed=5).seed_run()
+    assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(7)))
 
 
 def test_exported_pre_processing_is_the_in_loop_transform(tiny_model) -> None:
