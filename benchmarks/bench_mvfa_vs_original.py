@@ -24,12 +24,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -38,33 +36,12 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from _shared import DEVICE, import_original, timed
 from anomalib.data import ImageBatch
 
 from anomalib_medclip import MVFA
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 LAYERS = [6, 12, 18, 24]
-
-
-def _timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _import(root: Path, *names: str) -> list[ModuleType]:
-    sys.path.insert(0, str(root))
-    try:
-        return [importlib.import_module(name) for name in names]
-    finally:
-        sys.path.remove(str(root))
 
 
 def _cpu_to() -> None:
@@ -156,8 +133,8 @@ def _bench_training(
         optimiser.step()
 
     return {
-        "original (batch 1)": 1 / _timed(original_step, repeats),
-        f"ours (batch {batch})": batch / _timed(ours_step, repeats),
+        "original (batch 1)": 1 / timed(original_step, repeats),
+        f"ours (batch {batch})": batch / timed(ours_step, repeats),
     }
 
 
@@ -173,7 +150,7 @@ def main() -> None:
     if not originals or not root.is_dir():
         sys.exit(f"Set MEDCLIP_ORIGINALS to a folder holding MediaBrain-SJTU+MVFA-AD/ (not found: {root}).")
     _cpu_to()
-    clip_module, model_module, adapter, utils, loss = _import(
+    clip_module, model_module, adapter, utils, loss = import_original(
         root, "CLIP.clip", "CLIP.model", "CLIP.adapter", "utils", "loss"
     )
     size, batch = args.size, args.batch
@@ -208,9 +185,9 @@ def main() -> None:
     ours.eval()
     with torch.no_grad():
         results["inference s/image (zero-shot)"] = {
-            "original (batch 1)": _timed(lambda: _original_zero_shot(original, text, images[:1], size), args.repeats),
-            "ours (batch 1)": _timed(lambda: ours.model(images[:1]), args.repeats),
-            f"ours (batch {batch})": _timed(lambda: ours.model(images), args.repeats) / batch,
+            "original (batch 1)": timed(lambda: _original_zero_shot(original, text, images[:1], size), args.repeats),
+            "ours (batch 1)": timed(lambda: ours.model(images[:1]), args.repeats),
+            f"ours (batch {batch})": timed(lambda: ours.model(images), args.repeats) / batch,
         }
 
     # few-shot memory bank: construction and scoring
@@ -231,18 +208,18 @@ def main() -> None:
     with torch.no_grad():
         memory = original_bank()
         results[f"memory bank construction s ({args.shots} x 11 views)"] = {
-            "original (batch 1)": _timed(original_bank, max(1, args.repeats - 1)),
-            "ours (chunks of 16)": _timed(ours_bank, max(1, args.repeats - 1)),
+            "original (batch 1)": timed(original_bank, max(1, args.repeats - 1)),
+            "ours (chunks of 16)": timed(ours_bank, max(1, args.repeats - 1)),
         }
         seg_tokens, _ = ours.model.encode(images)
         theirs = [[t[i, 1:] for t in seg_tokens] for i in range(batch)]
         bank = ours.model.memory()[0]
         results["memory-bank scoring s/image"] = {
-            "original (batch 1)": _timed(
+            "original (batch 1)": timed(
                 lambda: [_original_memory_scoring(utils.cos_sim, memory, t, size) for t in theirs], args.repeats
             )
             / batch,
-            f"ours (batch {batch})": _timed(lambda: ours.model.few_shot_map(seg_tokens, bank, size), args.repeats)
+            f"ours (batch {batch})": timed(lambda: ours.model.few_shot_map(seg_tokens, bank, size), args.repeats)
             / batch,
         }
     summary = {

@@ -36,40 +36,15 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from _shared import DEVICE, import_original, timed
 
 from anomalib_medclip import AdaCLIP, AnomalyCLIP
 from anomalib_medclip.backbones import CLIPBackbone
 from anomalib_medclip.models.ano_vl import AnoVLModel
 from anomalib_medclip.models.components.losses import MapLoss, focal_loss
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _import(root: Path, *names: str) -> list[types.ModuleType]:
-    sys.path.insert(0, str(root))
-    try:
-        return [importlib.import_module(name) for name in names]
-    finally:
-        sys.path.remove(str(root))
-        for name in [n for n, m in sys.modules.items() if str(getattr(m, "__file__", "")).startswith(str(root))]:
-            del sys.modules[name]
 
 
 def _images(n: int, size: int) -> torch.Tensor:
@@ -83,7 +58,9 @@ def _report(name: str, original: float, ours_1: float, ours_8: float, unit: str 
 
 def bench_anomaly_clip(root: Path, weights: Path, state: dict, sizes: list[int], repeats: int) -> None:
     """Inference of AnomalyCLIP (DPAM on the last 11 blocks, map layer 12) against the original."""
-    lib, build_model, prompts = _import(root, "AnomalyCLIP_lib", "AnomalyCLIP_lib.build_model", "prompt_ensemble")
+    lib, build_model, prompts = import_original(
+        root, "AnomalyCLIP_lib", "AnomalyCLIP_lib.build_model", "prompt_ensemble"
+    )
     design = {"Prompt_length": 12, "learnabel_text_embedding_depth": 9, "learnabel_text_embedding_length": 4}
     print("\nAnomalyCLIP inference (score + map, layer 12, sigma 4 smoothing on both sides):")
     for size in sizes:
@@ -113,9 +90,9 @@ def bench_anomaly_clip(root: Path, weights: Path, state: dict, sizes: list[int],
 
         images = _images(8, size)
         with torch.no_grad():
-            ours_1 = _timed(lambda x=images, m=ours: m(x[:1]), repeats)
-            ours_8 = _timed(lambda x=images, m=ours: m(x), repeats) / 8
-        _report(f"{size} px", _timed(lambda x=images, f=original: f(x[:1]), repeats), ours_1, ours_8)
+            ours_1 = timed(lambda x=images, m=ours: m(x[:1]), repeats)
+            ours_8 = timed(lambda x=images, m=ours: m(x), repeats) / 8
+        _report(f"{size} px", timed(lambda x=images, f=original: f(x[:1]), repeats), ours_1, ours_8)
 
 
 def _ada_original(root: Path, state: dict) -> tuple[torch.nn.Module, types.ModuleType]:
@@ -153,9 +130,9 @@ def bench_ada_clip(root: Path, weights: Path, state: dict, repeats: int) -> None
     print("\nAdaCLIP at 224 px, HSF on:")
     model.eval(), ours.eval()
     with torch.no_grad():
-        original = _timed(lambda: forward(model, images[:1], ["candle"], aggregation=True), repeats)
-        ours_1 = _timed(lambda: ours(images[:1]), repeats)
-        ours_8 = _timed(lambda: ours(images), repeats) / 8
+        original = timed(lambda: forward(model, images[:1], ["candle"], aggregation=True), repeats)
+        ours_1 = timed(lambda: ours(images[:1]), repeats)
+        ours_8 = timed(lambda: ours(images), repeats) / 8
     _report("inference", original, ours_1, ours_8)
 
     mask = torch.zeros(8, 224, 224, device=DEVICE)
@@ -196,8 +173,8 @@ def bench_ada_clip(root: Path, weights: Path, state: dict, repeats: int) -> None
         maps, probs = forward(model, x, ["candle"], aggregation=False)
         return probs, maps
 
-    original = _timed(lambda: step(original_train, optimizer, slice(4, 5)), repeats)
-    ours_8 = _timed(lambda: step(ours.forward_train, ours_optimizer, slice(0, 8)), repeats)
+    original = timed(lambda: step(original_train, optimizer, slice(4, 5)), repeats)
+    ours_8 = timed(lambda: step(ours.forward_train, ours_optimizer, slice(0, 8)), repeats)
     print(f"  training: original batch 1 {1 / original:.2f} samples/s, ours batch 8 {8 / ours_8:.2f} samples/s; "
           f"speed-up {original * 8 / ours_8:.2f}x")  # fmt: skip
 
@@ -210,7 +187,7 @@ def bench_ano_vl(root: Path, weights: Path, state: dict, repeats: int) -> None:
     sys.modules["anovl_open_clip"] = vendored
     spec.loader.exec_module(vendored)
     sys.modules.setdefault("tabulate", types.SimpleNamespace(tabulate=lambda *_args, **_kwargs: ""))
-    model_py, ensemble, utils, vl_test = _import(root, "model", "prompt_ensemble", "utils", "vl_test")
+    model_py, ensemble, utils, vl_test = import_original(root, "model", "prompt_ensemble", "utils", "vl_test")
     model = vendored.create_model("ViT-B-16", 224, pretrained=None)
     model.load_state_dict(state)
     model.to(DEVICE).eval()
@@ -245,9 +222,9 @@ def bench_ano_vl(root: Path, weights: Path, state: dict, repeats: int) -> None:
 
     images = _images(8, 224)
     print("AnoVL inference (22-view score, map with 5 TTA steps):")
-    ours_1 = _timed(lambda: ours(images[:1]), repeats)
-    ours_8 = _timed(lambda: ours(images), repeats) / 8
-    _report("224 px", _timed(lambda: original(images[:1]), repeats), ours_1, ours_8)
+    ours_1 = timed(lambda: ours(images[:1]), repeats)
+    ours_8 = timed(lambda: ours(images), repeats) / 8
+    _report("224 px", timed(lambda: original(images[:1]), repeats), ours_1, ours_8)
 
 
 def main() -> None:

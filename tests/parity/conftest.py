@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
+import torch
 
 ORIGINALS_ENV = "MEDCLIP_ORIGINALS"
 
@@ -66,3 +67,14 @@ def import_original() -> Callable[..., SimpleNamespace]:
         return SimpleNamespace(**{name.replace(".", "_"): module for name, module in modules.items()})
 
     return load
+
+
+@pytest.fixture(scope="module")
+def cpu_only_to() -> Iterator[None]:
+    """Originals that move an unused tensor to ``'cuda'`` (MVFA's and VAND's vision transformers) run on the CPU."""
+    patch = pytest.MonkeyPatch()
+    if not torch.cuda.is_available():
+        original_to = torch.Tensor.to
+        patch.setattr(torch.Tensor, "to", lambda t, *a, **k: t if a[:1] == ("cuda",) else original_to(t, *a, **k))
+    yield
+    patch.undo()

@@ -41,17 +41,6 @@ def _load(name: str, path: Path, package: bool = False) -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def cpu_only_to():
-    """The original's vision transformer hard-codes ``.to('cuda')`` for an unused tensor; keep it on the CPU."""
-    patch = pytest.MonkeyPatch()
-    if not torch.cuda.is_available():
-        original_to = torch.Tensor.to
-        patch.setattr(torch.Tensor, "to", lambda t, *a, **k: t if a[:1] == ("cuda",) else original_to(t, *a, **k))
-    yield
-    patch.undo()
-
-
-@pytest.fixture(scope="module")
 def vand(original_repo, cpu_only_to, tmp_path_factory) -> SimpleNamespace:
     root = original_repo("ByChelsea+VAND-APRIL-GAN")
     voc = _load("vand_open_clip", root / "open_clip" / "__init__.py", package=True)

@@ -34,17 +34,6 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def cpu_only_to():
-    """``CLIP_Inplanted.forward`` moves an unused attention sum to ``'cuda'``; keep it on the CPU."""
-    patch = pytest.MonkeyPatch()
-    if not torch.cuda.is_available():
-        original_to = torch.Tensor.to
-        patch.setattr(torch.Tensor, "to", lambda t, *a, **k: t if a[:1] == ("cuda",) else original_to(t, *a, **k))
-    yield
-    patch.undo()
-
-
-@pytest.fixture(scope="module")
 def mvfa(original_repo, import_original, cpu_only_to, tmp_path_factory) -> SimpleNamespace:
     root = original_repo("MediaBrain-SJTU+MVFA-AD")
     orig = import_original(root, "CLIP.clip", "CLIP.model", "CLIP.adapter", "utils", "loss")
