@@ -46,8 +46,8 @@ _SHIFTS = ((0.2, 0.2), (-0.2, 0.2), (-0.2, -0.2), (0.2, -0.2), (0.1, 0.1), (-0.1
 
 
 def _warp(images: torch.Tensor, theta: Sequence[Sequence[float]]) -> torch.Tensor:
-    matrix = torch.tensor(theta, dtype=images.dtype, device=images.device).expand(len(images), 2, 3)
-    grid = F.affine_grid(matrix, list(images.shape), align_corners=True)
+    matrix = torch.tensor([theta], dtype=images.dtype, device=images.device)
+    grid = F.affine_grid(matrix, [1, *images.shape[1:]], align_corners=True).expand(images.shape[0], -1, -1, -1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
@@ -178,10 +178,11 @@ class AnoVLModel(PromptedModel):
             encoded = self.backbone.encode_image(images, out_layers=(depth,), vv_layers=vv_layers)
             features = self.backbone.project_tokens(encoded.patch_tokens[0])  # (B, P, D), un-normalised
             pooled = [encoded.pooled]
-            if self.augmented_score:  # the 21 views of each image, in chunks of the batch size
-                pooled += [
-                    self.backbone.encode_image(view).pooled for view in augmented_views(images).split(len(images))
-                ]
+            if self.augmented_score:  # the 21 views of each image: in chunks of the batch size (one pass if exported)
+                views = augmented_views(images)
+                chunks = [views] if torch.compiler.is_exporting() else views.split(len(images))
+                view_pooled = torch.cat([self.backbone.encode_image(chunk).pooled for chunk in chunks])
+                pooled += view_pooled.unflatten(0, (-1, images.shape[0])).unbind()  # shape[0]: the batch stays dynamic
         with torch.autocast(images.device.type, enabled=False):
             text = text.float()
             pred_score = torch.stack([(F.normalize(p.float(), dim=-1) @ text).softmax(dim=-1)[:, 1] for p in pooled])
