@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import torch
 from anomalib import LearningType
-from anomalib.data import Batch
+from anomalib.data import Batch, InferenceBatch
 from anomalib.metrics import Evaluator
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
@@ -47,6 +47,7 @@ from typing_extensions import override
 
 from anomalib_medclip.backbones import Activation, CLIPBackbone, PosEmbedMode
 from anomalib_medclip.models.components.checkpoint import SlimCheckpointMixin, check_checkpoint_file
+from anomalib_medclip.models.components.resize import resize_bicubic_antialias
 from anomalib_medclip.models.components.text import PromptedModel
 from anomalib_medclip.prompts import DEFAULT_OBJECT, indefinite_article
 from anomalib_medclip.utils import describe
@@ -72,13 +73,33 @@ class SameResizePreProcessor(PreProcessor):
 
     Anomalib exports a copy of the transform with resize antialiasing switched off (for old ONNX opsets); CLIP inputs
     are usually smaller than medical images, so exported and in-loop scores then differ (by up to 0.15 in scores and
-    0.33 in maps). Antialiased bicubic resizing exports to ONNX opset 18 (``Resize`` with ``antialias=1``) and runs in
-    ONNX Runtime within 4e-7 of torchvision: the exported graph keeps it.
+    0.33 in maps). Here the exported graph keeps the antialiased bicubic resize, written as two matrix products
+    (:func:`resize_bicubic_antialias`): ONNX Runtime and OpenVINO then both compute it as PyTorch does, which
+    ONNX's antialiased ``Resize`` does not guarantee (OpenVINO's differs).
     """
 
     @override
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.transform(batch) if self.transform else batch
+        if not self.transform or not torch.compiler.is_exporting():
+            return self.transform(batch) if self.transform else batch
+        steps = getattr(self.transform, "transforms", [self.transform])
+        if len(steps) == 2 and _is_antialiased_bicubic(steps[0]) and isinstance(steps[1], Normalize):
+            # normalised first: each output's resize weights sum to one, so the two commute, and OpenVINO's CPU plugin
+            # fails to compile a per-channel normalisation fused after the resize's matrix product
+            return resize_bicubic_antialias(steps[1](batch), (steps[0].size[0], steps[0].size[1]))
+        return self.transform(batch)
+
+
+def _is_antialiased_bicubic(step: object) -> bool:
+    """A ``Resize`` to a fixed height and width with antialiased bicubic interpolation (what the models build)."""
+    return (
+        isinstance(step, Resize)
+        and step.antialias is not False
+        and step.interpolation == InterpolationMode.BICUBIC
+        and isinstance(step.size, Sequence)
+        and len(step.size) == 2
+        and step.max_size is None
+    )
 
 
 def _volume_evaluator(value: VolumeEvaluator | Mapping[str, Any] | bool) -> VolumeEvaluator | None:
@@ -207,9 +228,22 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
         for store in (self.hparams, getattr(self, "_hparams_initial", {})):
             store["volume_evaluator"] = settings
 
-    # ------------------------------------------------------------------ export
+    # ------------------------------------------------------------------ inference and export
+    @override
+    def forward(self, batch: torch.Tensor, *args: Any, **kwargs: Any) -> InferenceBatch:
+        """Anomalib's pipeline (pre-processor, model, post-processor); in eval mode without autograd, as in the Engine.
+
+        anomalib's ``TorchInferencer`` calls this with autograd on, which moves the outputs by up to 3e-6 from the
+        Engine loops' (measured on the tiny backbone); without autograd, exported torch models equal them exactly.
+        Training-mode calls and graph capture (``torch.export``, tracing) run in the caller's mode.
+        """
+        if self.training or torch.compiler.is_exporting() or torch.jit.is_tracing():
+            return super().forward(batch, *args, **kwargs)
+        with torch.no_grad():
+            return super().forward(batch, *args, **kwargs)
+
     def to_onnx(self, *args: Any, **kwargs: Any) -> Path:
-        """Anomalib's ONNX export (also behind ``to_openvino``) at opset 18, the first with antialiased ``Resize``.
+        """Anomalib's ONNX export (also behind ``to_openvino``), at opset 18.
 
         The text of the stored object phrase is encoded before tracing (frozen into the graph); the pre-processor's
         antialiased resize is exported as it runs in the Engine loops (:class:`SameResizePreProcessor`).
@@ -222,6 +256,18 @@ class MedCLIPModuleMixin(SlimCheckpointMixin, ABC):
             self.model.setup_text(self.resolve_object_name())
         kwargs.setdefault("opset_version", 18)
         return super().to_onnx(*args, **kwargs)
+
+    def to_openvino(self, *args: Any, **kwargs: Any) -> Path:
+        """Anomalib's OpenVINO export (through :meth:`to_onnx`), FP32 weights unless FP16 compression is asked for.
+
+        The IR cannot carry an inference precision: run it with
+        :class:`anomalib_medclip.deploy.OpenVINOInferencer` (FP32 by default) or give anomalib's inferencer
+        ``config={"INFERENCE_PRECISION_HINT": "f32"}``; OpenVINO's CPU default is bf16 where the CPU has it.
+        """
+        if importlib.util.find_spec("openvino") is None:
+            msg = f"OpenVINO export needs openvino: `{EXPORT_EXTRA_HINT}`."
+            raise ModuleNotFoundError(msg)
+        return super().to_openvino(*args, **kwargs)
 
     # ------------------------------------------------------------------ learning
     @property
