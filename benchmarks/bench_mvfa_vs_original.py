@@ -51,6 +51,15 @@ def _cpu_to() -> None:
         torch.Tensor.to = lambda t, *a, **k: t if a[:1] == ("cuda",) else original_to(t, *a, **k)  # type: ignore[method-assign]
 
 
+def _original_seg_probs(tokens: torch.Tensor, text: torch.Tensor, size: int) -> torch.Tensor:
+    """The originals' (``test_zero.py``, ``train_few.py``) normal/abnormal probabilities ``(1, 2, size, size)``."""
+    tokens = tokens / tokens.norm(dim=-1, keepdim=True)
+    logits = (100.0 * tokens @ text).unsqueeze(0)
+    grid = int(np.sqrt(logits.shape[1]))
+    up = F.interpolate(logits.permute(0, 2, 1).view(1, 2, grid, grid), size=size, mode="bilinear", align_corners=True)
+    return torch.softmax(up, dim=1)
+
+
 def _original_zero_shot(model: torch.nn.Module, text: torch.Tensor, image: torch.Tensor, size: int) -> None:
     """``test_zero.py``: detection score and segmentation map of one image."""
     with torch.no_grad():
@@ -60,16 +69,7 @@ def _original_zero_shot(model: torch.nn.Module, text: torch.Tensor, image: torch
         for p in det:
             p = p / p.norm(dim=-1, keepdim=True)
             score += torch.softmax((100.0 * p @ text).unsqueeze(0), dim=-1)[:, :, 1].mean()
-        maps = []
-        for p in seg:
-            p = p / p.norm(dim=-1, keepdim=True)
-            logits = (100.0 * p @ text).unsqueeze(0)
-            grid = int(np.sqrt(logits.shape[1]))
-            up = F.interpolate(
-                logits.permute(0, 2, 1).view(1, 2, grid, grid), size=size, mode="bilinear", align_corners=True
-            )
-            maps.append(torch.softmax(up, dim=1)[:, 1, :, :].cpu().numpy())
-        np.sum(maps, axis=0)
+        np.sum([_original_seg_probs(p, text, size)[:, 1, :, :].cpu().numpy() for p in seg], axis=0)
 
 
 def _original_memory_scoring(
@@ -109,13 +109,7 @@ def _bench_training(
             )
         mask = masks[:1].float()
         for p in seg:
-            p = p / p.norm(dim=-1, keepdim=True)
-            logits = (100.0 * p @ text).unsqueeze(0)
-            grid = int(np.sqrt(logits.shape[1]))
-            up = F.interpolate(
-                logits.permute(0, 2, 1).view(1, 2, grid, grid), size=size, mode="bilinear", align_corners=True
-            )
-            probs = torch.softmax(up, dim=1)
+            probs = _original_seg_probs(p, text, size)
             total += focal(probs, mask) + dice(probs[:, 1, :, :], mask)
         for optimiser in optimisers:
             optimiser.zero_grad()
