@@ -10,11 +10,13 @@ results should not depend on the CPU they ran on, so this inferencer asks for f3
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from anomalib.deploy import OpenVINOInferencer as _AnomalibOpenVINOInferencer
 
 __all__ = ["OpenVINOInferencer"]
+
+Precision = Literal["f32", "f16", "bf16", "device_default"]
 
 
 class OpenVINOInferencer(_AnomalibOpenVINOInferencer):
@@ -29,8 +31,11 @@ class OpenVINOInferencer(_AnomalibOpenVINOInferencer):
         path: str | Path | tuple[bytes, bytes],
         device: str | None = "CPU",
         config: dict[str, Any] | None = None,
-        precision: Literal["f32", "f16", "bf16", "device_default"] = "f32",
+        precision: Precision = "f32",
     ) -> None:
+        if precision not in get_args(Precision):
+            msg = f"precision must be one of {', '.join(get_args(Precision))}; got {precision!r}."
+            raise ValueError(msg)
         hint = {} if precision == "device_default" else {"INFERENCE_PRECISION_HINT": precision}
         super().__init__(path, device=device, config={**hint, **(config or {})})
 

@@ -37,6 +37,8 @@ def test_f32_by_default_and_an_explicit_hint_wins(relu_model: Path) -> None:
     assert OpenVINOInferencer(relu_model, precision="device_default").config == {}
     hinted = OpenVINOInferencer(relu_model, precision="bf16", config={"INFERENCE_PRECISION_HINT": "f32"})
     assert hinted.config == {"INFERENCE_PRECISION_HINT": "f32"}
+    with pytest.raises(ValueError, match=r"precision must be one of f32, f16, bf16, device_default; got 'fp32'"):
+        OpenVINOInferencer(relu_model, precision="fp32")
 
 
 def test_openvino_export_without_the_extra_names_it(tiny_model, tmp_path: Path, monkeypatch) -> None:
